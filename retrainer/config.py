@@ -1,0 +1,228 @@
+"""One settings object: `retrainer.yaml` (path in RETRAINER_CONFIG) plus RETRAINER_* variables.
+
+Everything is validated when the process starts, so a bad value stops a worker before it takes a
+message, with an error that names the key. Environment variables win over the file; nested keys use
+a double underscore (RETRAINER_MODELS__CTR__PROMOTION__MIN_IMPROVEMENT_PCT=5).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import timedelta
+from functools import lru_cache
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+
+CONFIG_ENV = "RETRAINER_CONFIG"
+DEFAULT_CONFIG_FILE = "retrainer.yaml"
+
+_EVERY = re.compile(r"^@every\s+(\d+)\s*([smhd])$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key."""
+
+
+def parse_schedule(expr: str) -> timedelta | dict[str, str]:
+    """A five-field cron line ("0 2 * * *") as crontab fields, or "@every 30s" as an interval.
+
+    Celery's own crontab parser does the checking, so what passes here is what beat will run.
+    """
+    expr = expr.strip()
+    if m := _EVERY.match(expr):
+        seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+        if seconds <= 0:
+            raise ValueError(f"interval must be positive: {expr!r}")
+        return timedelta(seconds=seconds)
+    fields = expr.split()
+    if len(fields) != 5:
+        raise ValueError(f"a cron line has 5 fields (minute hour day month weekday), got {expr!r}")
+    from celery.schedules import crontab  # the parser beat itself uses
+
+    spec = dict(zip(("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), fields))
+    try:
+        crontab(**spec)
+    except Exception as exc:  # celery raises ValueError/ParseException with the field's text
+        raise ValueError(f"malformed cron line {expr!r}: {exc}") from None
+    return spec
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AccuracyCheck(_Strict):
+    """Daily check of live accuracy (reference: MAE > 0.02 over 7 days with >= 50 samples)."""
+
+    mae_threshold: float = Field(0.02, ge=0)
+    lookback_days: int = Field(7, gt=0)
+    min_samples: int = Field(50, gt=0)
+    # A retrain this recent suppresses another check-triggered one (stops a loop on a kept candidate).
+    cooldown_hours: float = Field(12.0, ge=0)
+
+
+class Schedules(_Strict):
+    check: str | None = "0 2 * * *"  # daily accuracy check, 02:00
+    retrain: str | None = "0 3 * * 0"  # weekly retrain, Sunday 03:00
+    monitor: str | None = "0 * * * *"  # hourly monitors (accept rate, step 2)
+
+    @field_validator("check", "retrain", "monitor")
+    @classmethod
+    def _valid(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_schedule(v)
+        return v
+
+
+class Promotion(_Strict):
+    auto_promote: bool = True
+    min_improvement_pct: float = Field(2.0, ge=0)
+
+
+class Training(_Strict):
+    test_fraction: float = Field(0.2, gt=0, lt=1)  # 80/20 time-ordered split
+    min_samples: int = Field(50, gt=0)
+    max_rows: int = Field(10_000, gt=0)  # most recent labelled rows used for a run
+    time_limit_seconds: int = Field(1800, gt=0)
+
+
+class ModelConfig(_Strict):
+    family: str = "ctr"
+    params: dict[str, Any] = Field(default_factory=dict)  # hyper-parameters for the family
+    features: list[str] | None = None  # None: every numeric key the rows carry
+    accuracy: AccuracyCheck = Field(default_factory=AccuracyCheck)
+    schedules: Schedules = Field(default_factory=Schedules)
+    promotion: Promotion = Field(default_factory=Promotion)
+    training: Training = Field(default_factory=Training)
+    keep_versions: int = Field(10, ge=2)
+    debounce_seconds: float = Field(60.0, ge=0)  # events inside this window share one retrain
+
+    @field_validator("family")
+    @classmethod
+    def _known_family(cls, v: str) -> str:
+        known = available_families()
+        if v not in known:
+            raise ValueError(f"unknown model family {v!r}; installed families: {', '.join(sorted(known)) or 'none'}")
+        return v
+
+
+def available_families() -> set[str]:
+    """Family names from the `retrainer.models` entry point group, read without importing them."""
+    return {ep.name for ep in entry_points(group="retrainer.models")}
+
+
+_DB_SCHEMES = {"sqlite", "postgresql", "postgres", "mysql", "mariadb"}
+_BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "filesystem", "sqs"}
+_BACKEND_SCHEMES = {"redis", "rediss", "db", "rpc", "file"}
+
+
+def _scheme(url: str) -> str:
+    return urlsplit(url).scheme.split("+")[0].lower()
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="RETRAINER_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    var_dir: Path = Path("var")
+    database_url: str = ""  # default: sqlite file under var_dir
+    broker_url: str = "filesystem://"  # embedded default: no server; production: redis://...
+    result_backend: str = ""  # default: db+sqlite file under var_dir
+    artifact_dir: Path | None = None  # default: var_dir/artifacts
+    slack_webhook_url: SecretStr | None = None
+    slack_timeout_seconds: float = Field(10.0, gt=0)
+    redis_key_prefix: str = "retrainer"
+    worker_threads: int = Field(1, ge=1)  # XGBoost/OpenMP threads per worker child process
+    models: dict[str, ModelConfig] = Field(default_factory=lambda: {"ctr": ModelConfig()})
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        path = os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE
+        if os.environ.get(CONFIG_ENV) and not Path(path).is_file():
+            raise ConfigError(f"{CONFIG_ENV}={path}: no such file")
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if Path(path).is_file():
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _fill_defaults(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.var_dir / 'retrainer.db'}"
+        if not self.result_backend:
+            self.result_backend = f"db+sqlite:///{self.var_dir / 'celery-results.db'}"
+        if self.artifact_dir is None:
+            self.artifact_dir = self.var_dir / "artifacts"
+        for key, value, allowed in (
+            ("database_url", self.database_url, _DB_SCHEMES),
+            ("broker_url", self.broker_url, _BROKER_SCHEMES),
+            ("result_backend", self.result_backend, _BACKEND_SCHEMES),
+        ):
+            if _scheme(value) not in allowed:
+                raise ValueError(
+                    f"{key}: unsupported URL scheme {_scheme(value)!r}; use one of {', '.join(sorted(allowed))}"
+                )
+        if self.slack_webhook_url is not None:
+            parts = urlsplit(self.slack_webhook_url.get_secret_value())
+            local = parts.scheme == "http" and parts.hostname in ("127.0.0.1", "localhost", "::1")
+            if parts.scheme != "https" and not local:  # the value itself is a secret: never echo it
+                raise ValueError("slack_webhook_url: must be an https:// URL (plain http only to a loopback relay)")
+        return self
+
+    def model(self, name: str) -> ModelConfig:
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UnknownModel(name, list(self.models)) from None
+
+    @property
+    def broker_folder(self) -> Path:
+        return self.var_dir / "broker"
+
+
+class UnknownModel(LookupError):
+    def __init__(self, name: str, known: list[str]):
+        self.name = name
+        super().__init__(f"unknown model {name!r}; configured models: {', '.join(known) or 'none'}")
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "settings"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {key}: {msg}")
+    return "invalid retrainer configuration:\n" + "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build and validate settings; raises ConfigError whose message names each bad key."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_explain(exc)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once (workers read them at boot)."""
+    return load_settings()
+
+
+def reset_settings() -> None:
+    get_settings.cache_clear()

@@ -1,0 +1,255 @@
+"""The tables. Every timestamp is UTC; every status is an enum stored by its value."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from retrainer import clock
+from retrainer.db.base import Base, JSONType, enum_column
+
+
+class PredictionStatus(enum.StrEnum):
+    PREDICTED = "predicted"
+    RUNNING = "running"
+    COMPLETED = "completed"
+
+
+class VersionStatus(enum.StrEnum):
+    TRAINED = "trained"
+    ACTIVE = "active"
+    ARCHIVED = "archived"
+    FAILED = "failed"
+
+
+class RunStatus(enum.StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class Trigger(enum.StrEnum):
+    SCHEDULE = "schedule"
+    ACCURACY = "accuracy"
+    DRIFT = "drift"
+    ACCEPT_RATE = "accept_rate"
+    ERRORS = "errors"
+    NEW_SAMPLES = "new_samples"
+    EVENT = "event"
+    MANUAL = "manual"
+
+
+class RequestStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class Priority(enum.StrEnum):
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+
+
+def _now() -> datetime:
+    return clock.now()
+
+
+class PredictionRecord(Base):
+    """One prediction a model served and, once known, what actually happened."""
+
+    __tablename__ = "prediction_records"
+    __table_args__ = (sa.Index("ix_prediction_records_model_status_at", "model", "status", "predicted_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    prediction_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    model: Mapped[str] = mapped_column(sa.String(100))
+    version_id: Mapped[str | None] = mapped_column(sa.String(120))
+    features: Mapped[dict[str, Any]]
+    predicted: Mapped[float]
+    confidence: Mapped[float | None]
+    hook_type: Mapped[str | None] = mapped_column(sa.String(64))
+    template_id: Mapped[str | None] = mapped_column(sa.String(64))
+    actual: Mapped[float | None]
+    error: Mapped[float | None]  # |actual - predicted|
+    status: Mapped[PredictionStatus] = mapped_column(enum_column(PredictionStatus), default=PredictionStatus.PREDICTED)
+    predicted_at: Mapped[datetime] = mapped_column(default=_now)
+    completed_at: Mapped[datetime | None]
+
+
+class Observation(Base):
+    """A labelled row producers write (a purchase, a recorded outcome): the default training source."""
+
+    __tablename__ = "observations"
+    __table_args__ = (sa.Index("ix_observations_model_event_time", "model", "event_time"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(100))
+    event_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)  # idempotent re-delivery
+    features: Mapped[dict[str, Any]]
+    label: Mapped[float]
+    event_time: Mapped[datetime]
+    source: Mapped[str] = mapped_column(sa.String(32))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class Feedback(Base):
+    """Accept/reject counts per learning cycle, giving the accept rate (monitored in step 2)."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(100), index=True)
+    cycle_id: Mapped[str] = mapped_column(sa.String(64))
+    accepted: Mapped[int] = mapped_column(default=0)
+    rejected: Mapped[int] = mapped_column(default=0)
+    recorded_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class ModelVersion(Base):
+    """One trained model. At most one row per model has is_production, enforced by a partial index."""
+
+    __tablename__ = "model_versions"
+    __table_args__ = (
+        sa.UniqueConstraint("model", "number", name="uq_model_versions_model_number"),
+        sa.Index(
+            "uq_model_versions_one_production",
+            "model",
+            unique=True,
+            sqlite_where=sa.text("is_production = 1"),
+            postgresql_where=sa.text("is_production"),
+        ),
+    )
+
+    version_id: Mapped[str] = mapped_column(sa.String(120), primary_key=True)  # e.g. "ctr-v7"
+    model: Mapped[str] = mapped_column(sa.String(100))
+    number: Mapped[int]
+    family: Mapped[str] = mapped_column(sa.String(64))
+    algorithm: Mapped[str] = mapped_column(sa.String(64))
+    status: Mapped[VersionStatus] = mapped_column(enum_column(VersionStatus), default=VersionStatus.TRAINED)
+    is_production: Mapped[bool] = mapped_column(default=False)
+    trained_at: Mapped[datetime] = mapped_column(default=_now)
+    promoted_at: Mapped[datetime | None]
+    num_training_samples: Mapped[int]
+    training_duration_seconds: Mapped[float]
+    hyperparameters: Mapped[dict[str, Any]]
+    metrics: Mapped[dict[str, Any]]  # on its own holdout
+    artifact_uri: Mapped[str] = mapped_column(sa.String(500))
+    artifact_sha256: Mapped[str] = mapped_column(sa.String(64))
+    training_window_start: Mapped[datetime | None]
+    training_window_end: Mapped[datetime | None]
+    library_versions: Mapped[dict[str, Any]]
+    parent_version_id: Mapped[str | None] = mapped_column(sa.String(120))  # production when trained
+    previous_production_id: Mapped[str | None] = mapped_column(sa.String(120))  # what it replaced
+
+
+class RetrainRequest(Base):
+    """A retrain asked for by a person or coalesced from events. One pending row per model at most:
+    that index is the debounce (a storm of events finds the pending row and joins it)."""
+
+    __tablename__ = "retrain_requests"
+    __table_args__ = (
+        sa.Index(
+            "uq_retrain_requests_one_pending",
+            "model",
+            unique=True,
+            sqlite_where=sa.text("status = 'pending'"),
+            postgresql_where=sa.text("status = 'pending'"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(100))
+    trigger: Mapped[Trigger] = mapped_column(enum_column(Trigger))
+    requested_by: Mapped[str] = mapped_column(sa.String(100))
+    reason: Mapped[str | None] = mapped_column(sa.Text)
+    priority: Mapped[Priority] = mapped_column(enum_column(Priority), default=Priority.NORMAL)
+    status: Mapped[RequestStatus] = mapped_column(enum_column(RequestStatus), default=RequestStatus.PENDING)
+    event_count: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=_now)
+    not_before: Mapped[datetime] = mapped_column(default=_now)
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+
+
+class TrainingRun(Base):
+    """One attempt to retrain. The row with status 'running' is the model's run lock (partial index)."""
+
+    __tablename__ = "training_runs"
+    __table_args__ = (
+        sa.Index(
+            "uq_training_runs_one_running",
+            "model",
+            unique=True,
+            sqlite_where=sa.text("status = 'running'"),
+            postgresql_where=sa.text("status = 'running'"),
+        ),
+        sa.Index("ix_training_runs_model_started", "model", "started_at"),
+    )
+
+    run_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(100))
+    version_id: Mapped[str | None] = mapped_column(sa.ForeignKey("model_versions.version_id"))
+    trigger: Mapped[Trigger] = mapped_column(enum_column(Trigger))
+    source: Mapped[str] = mapped_column(sa.String(64), default="observations")
+    fine_tune: Mapped[bool] = mapped_column(default=False)
+    status: Mapped[RunStatus] = mapped_column(enum_column(RunStatus))
+    outcome: Mapped[str | None] = mapped_column(sa.String(32))  # retrained/kept/insufficient_data/...
+    started_at: Mapped[datetime] = mapped_column(default=_now)
+    completed_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]
+    duration_seconds: Mapped[float | None]
+    dataset_size: Mapped[int | None]
+    train_size: Mapped[int | None]
+    holdout_size: Mapped[int | None]
+    metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    old_metrics: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    promoted_to_production: Mapped[bool] = mapped_column(default=False)
+    improvement_percentage: Mapped[float | None]
+    promotion_reason: Mapped[str | None] = mapped_column(sa.Text)
+    error_message: Mapped[str | None] = mapped_column(sa.Text)
+    celery_task_id: Mapped[str | None] = mapped_column(sa.String(64))
+    request_id: Mapped[int | None] = mapped_column(sa.ForeignKey("retrain_requests.id"))
+
+
+class ModelEvaluation(Base):
+    """One model scored on one holdout. A run writes one per scored model (candidate, champion)."""
+
+    __tablename__ = "model_evaluations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[str] = mapped_column(sa.ForeignKey("model_versions.version_id"), index=True)
+    run_id: Mapped[str] = mapped_column(sa.ForeignKey("training_runs.run_id"), index=True)
+    role: Mapped[str] = mapped_column(sa.String(16))  # candidate | champion
+    holdout_start: Mapped[datetime]
+    holdout_end: Mapped[datetime]
+    holdout_rows: Mapped[int]
+    holdout_hash: Mapped[str] = mapped_column(sa.String(64))
+    metrics: Mapped[dict[str, Any]]
+    primary_metric: Mapped[str] = mapped_column(sa.String(32))
+    overall_score: Mapped[float]
+    champion_score: Mapped[float | None]
+    predictions_sample: Mapped[dict[str, Any]]
+    evaluated_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class SystemEvent(Base):
+    """The audit log: every trigger, decision, promotion, rollback and notification."""
+
+    __tablename__ = "system_events"
+    __table_args__ = (sa.Index("ix_system_events_model_created", "model", "created_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model: Mapped[str | None] = mapped_column(sa.String(100))
+    kind: Mapped[str] = mapped_column(sa.String(48))
+    message: Mapped[str] = mapped_column(sa.Text)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=_now)

@@ -1,0 +1,94 @@
+"""Promotion decisions as Slack Block Kit messages, posted through slack_sdk's WebhookClient.
+
+With no webhook configured the message is logged instead. The webhook URL is a secret: it is never
+logged, never put in an exception message and never stored.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import SecretStr
+from sqlalchemy.orm import Session
+
+from retrainer.db.records import TrainingRun
+from services import audit
+from services.errors import NotFound
+
+log = logging.getLogger(__name__)
+logging.getLogger("slack_sdk").setLevel(logging.WARNING)  # its debug lines would print the URL
+
+HEADLINES = {  # outcome -> (emoji, headline)
+    "retrained": (":white_check_mark:", "{model}: {version} promoted to production"),
+    "kept": (":pause_button:", "{model}: {version} trained, production kept"),
+    "insufficient_data": (":warning:", "{model}: not enough data to retrain"),
+    "error": (":x:", "{model}: retrain failed"),
+    "skipped": (":fast_forward:", "{model}: retrain skipped"),
+}
+
+
+class SlackTransientError(Exception):
+    """Slack timed out, rate-limited us or answered 5xx: worth a retry."""
+
+
+class SlackRejected(Exception):
+    """Slack refused the message (4xx other than 429): retrying will not help."""
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else ("–" if value is None else str(value))
+
+
+def decision_message(session: Session, run_id: str) -> tuple[str, list[dict[str, Any]]]:
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        raise NotFound(f"training run {run_id!r} not found")
+    outcome = run.outcome or run.status.value
+    emoji, template = HEADLINES.get(outcome, (":information_source:", "{model}: " + outcome))
+    headline = template.format(model=run.model, version=run.version_id or "–")
+    fields = [
+        f"*Model*\n{run.model}", f"*Trigger*\n{run.trigger.value}",
+        f"*Candidate*\n{run.version_id or '–'}", f"*Run*\n{run.run_id}",
+    ]
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
+    ]
+    if run.metrics:
+        keys = [k for k in ("mae", "rmse", "r2", "accuracy") if k in run.metrics]
+        old = run.old_metrics or {}
+        lines = [f"`{k:<8}` {_fmt(old.get(k))} → {_fmt(run.metrics[k])}" for k in keys]
+        blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "*Holdout metrics (production → candidate)*\n" + "\n".join(lines)}})
+    reason = run.promotion_reason or run.error_message
+    if reason:
+        blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": reason[:2000]}]})
+    return f"{emoji} {headline}", blocks
+
+
+def send(webhook_url: SecretStr | None, text: str, blocks: list[dict[str, Any]], timeout: float) -> str:
+    """Post or log the message; returns 'sent' or 'logged'."""
+    if webhook_url is None:
+        log.info("slack (no webhook configured): %s", text)
+        return "logged"
+    from slack_sdk.webhook import WebhookClient
+
+    client = WebhookClient(webhook_url.get_secret_value(), timeout=int(max(1, timeout)))
+    try:
+        response = client.send(text=text, blocks=blocks)
+    except Exception as exc:  # network errors and timeouts; the message must not carry the URL
+        raise SlackTransientError(f"Slack webhook unreachable: {type(exc).__name__}") from None
+    if response.status_code == 429 or response.status_code >= 500:
+        raise SlackTransientError(f"Slack webhook answered {response.status_code}")
+    if response.status_code >= 400:
+        raise SlackRejected(f"Slack webhook refused the message: {response.status_code} {str(response.body)[:200]}")
+    return "sent"
+
+
+def notify_decision(session: Session, run_id: str, webhook_url: SecretStr | None, timeout: float) -> str:
+    text, blocks = decision_message(session, run_id)
+    how = send(webhook_url, text, blocks, timeout)
+    run = session.get(TrainingRun, run_id)
+    audit.record(session, "notification", f"decision for {run_id} {how}: {text}", model=run.model if run else None,
+                 run_id=run_id, channel="slack", delivery=how)
+    return how

@@ -1,0 +1,88 @@
+"""The Celery app, configured from retrainer's settings: JSON only, one queue per domain.
+
+Docs: https://docs.celeryq.dev/en/stable/userguide/configuration.html
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from kombu import Exchange, Queue
+
+from retrainer.config import Settings, get_settings
+
+QUEUES = ("training", "events", "checks", "notifications")
+
+
+def longest_hard_limit(settings: Settings) -> int:
+    return max(m.training.time_limit_seconds for m in settings.models.values()) + 60 if settings.models else 1860
+
+
+def broker_options(settings: Settings) -> dict[str, Any]:
+    if settings.broker_url.startswith("filesystem"):
+        # The embedded broker: a folder of message files shared by every process on this machine.
+        root = settings.broker_folder
+        for sub in ("queue", "processed", "control"):
+            (root / sub).mkdir(parents=True, exist_ok=True)
+        return {
+            "data_folder_in": str(root / "queue"), "data_folder_out": str(root / "queue"),
+            "processed_folder": str(root / "processed"), "control_folder": str(root / "control"),
+            "store_processed": False,
+        }
+    # Redis re-delivers an unacked message after visibility_timeout: it must exceed the longest
+    # hard time limit or a long retrain (acks_late) would run twice.
+    options: dict[str, Any] = {"visibility_timeout": max(3600, 2 * longest_hard_limit(settings))}
+    if settings.broker_url.startswith("redis"):
+        options["global_keyprefix"] = f"{settings.redis_key_prefix}:"
+    return options
+
+
+def configure(app: Celery, settings: Settings) -> None:
+    from tasks.schedule import beat_schedule
+
+    if settings.result_backend.startswith("db+sqlite"):
+        Path(settings.result_backend.removeprefix("db+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    app.conf.update(
+        broker_url=settings.broker_url,
+        result_backend=settings.result_backend,
+        broker_transport_options=broker_options(settings),
+        result_backend_transport_options={"global_keyprefix": f"{settings.redis_key_prefix}:"}
+        if settings.result_backend.startswith("redis") else {},
+        broker_connection_retry_on_startup=True,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        result_accept_content=["json"],
+        result_expires=7 * 24 * 3600,
+        task_queues=[Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUES],
+        task_default_queue="checks",
+        task_routes={f"{q}.*": {"queue": q} for q in QUEUES},
+        task_acks_on_failure_or_timeout=True,
+        task_reject_on_worker_lost=False,  # a killed retrain is re-run by its lease expiry, not a loop
+        worker_prefetch_multiplier=1,  # a long retrain must not hold queued messages hostage
+        worker_send_task_events=True,  # Flower
+        task_send_sent_event=True,
+        task_track_started=True,
+        timezone="UTC",
+        enable_utc=True,
+        beat_schedule=beat_schedule(settings),
+        beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
+        worker_hijack_root_logger=True,
+    )
+
+
+TASK_MODULES = ["tasks.training", "tasks.checks", "tasks.events", "tasks.notifications"]
+
+
+def make_app(settings: Settings, main: str = "retrainer") -> Celery:
+    """An app for these settings. Workers use the module's `app`; a test or a producer that talks to
+    another broker makes its own (it only sends tasks by name)."""
+    new = Celery(main, include=TASK_MODULES, set_as_current=False)
+    configure(new, settings)
+    return new
+
+
+app = Celery("retrainer", include=TASK_MODULES)
+configure(app, get_settings())

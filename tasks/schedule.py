@@ -1,0 +1,30 @@
+"""The beat schedule, built from each model's configured schedules (cron lines or "@every 30s")."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery.schedules import crontab, schedule
+
+from retrainer.config import Settings, parse_schedule
+
+
+def as_celery_schedule(expr: str) -> Any:
+    spec = parse_schedule(expr)
+    return crontab(**spec) if isinstance(spec, dict) else schedule(run_every=spec)
+
+
+def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
+    entries: dict[str, dict[str, Any]] = {}
+    for name, cfg in settings.models.items():
+        if cfg.schedules.check:
+            entries[f"check-accuracy:{name}"] = {
+                "task": "checks.check_accuracy", "schedule": as_celery_schedule(cfg.schedules.check),
+                "kwargs": {"model": name}, "options": {"queue": "checks", "expires": 3600},
+            }
+        if cfg.schedules.retrain:
+            entries[f"retrain:{name}"] = {
+                "task": "training.retrain_model", "schedule": as_celery_schedule(cfg.schedules.retrain),
+                "kwargs": {"model": name, "trigger": "schedule"}, "options": {"queue": "training"},
+            }
+    return entries
