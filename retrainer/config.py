@@ -160,6 +160,11 @@ class Settings(BaseSettings):
             sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
         return tuple(sources)
 
+    @field_validator("slack_webhook_url", mode="before")
+    @classmethod
+    def _empty_is_off(cls, v: Any) -> Any:
+        return None if isinstance(v, str) and not v.strip() else v  # RETRAINER_SLACK_WEBHOOK_URL="" = off
+
     @model_validator(mode="after")
     def _fill_defaults(self) -> Settings:
         if not self.database_url:

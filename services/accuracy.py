@@ -118,15 +118,20 @@ def check(session: Session, model: str, cfg: AccuracyCheck) -> dict[str, Any]:
     assert acc.mae is not None
     if acc.mae <= cfg.mae_threshold:
         return result | {"status": "no_retrain_needed", "message": f"Model accuracy acceptable (MAE={acc.mae:.4f} <= {cfg.mae_threshold})"}
+    # Cooldown: a candidate already trained on this degradation and kept must not be retrained in a
+    # loop. Runs before the current version went live say nothing about its accuracy.
+    since = now - timedelta(hours=cfg.cooldown_hours)
+    if current is not None and current.promoted_at is not None:
+        since = max(since, current.promoted_at)
     recent = session.scalar(
         sa.select(sa.func.max(TrainingRun.started_at)).where(
-            TrainingRun.model == model, TrainingRun.started_at >= now - timedelta(hours=cfg.cooldown_hours),
-            TrainingRun.outcome.in_(("retrained", "kept")),
+            TrainingRun.model == model, TrainingRun.started_at >= since, TrainingRun.outcome == "kept"
         )
     )
     if recent is not None and cfg.cooldown_hours > 0:
         return result | {
             "status": "no_retrain_needed",
-            "message": f"MAE={acc.mae:.4f} > {cfg.mae_threshold}, but a retrain ran at {recent.isoformat()} (cooldown {cfg.cooldown_hours} h)",
+            "message": f"MAE={acc.mae:.4f} > {cfg.mae_threshold}, but a candidate trained at {recent.isoformat()} "
+                       f"was kept (cooldown {cfg.cooldown_hours:g} h)",
         }
     return result | {"status": "retrain_needed", "message": f"Model accuracy degraded (MAE={acc.mae:.4f} > {cfg.mae_threshold})"}

@@ -81,8 +81,9 @@ class Stored:
 def parse(payload: Any) -> PurchaseEvent | OutcomeEvent:
     """Validate one raw event (dict or JSON text); InvalidEvent names the bad field."""
     if isinstance(payload, (str, bytes)):
-        if len(payload) > MAX_EVENT_BYTES:
-            raise InvalidEvent(f"event is {len(payload)} bytes; the limit is {MAX_EVENT_BYTES}")
+        size = len(payload.encode() if isinstance(payload, str) else payload)  # bytes, not characters
+        if size > MAX_EVENT_BYTES:
+            raise InvalidEvent(f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}")
         try:
             payload = json.loads(payload)
         except ValueError as exc:
@@ -99,15 +100,18 @@ def parse(payload: Any) -> PurchaseEvent | OutcomeEvent:
         raise InvalidEvent(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
 
 
-def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> int:
-    """One multi-row INSERT; a re-sent event (same event_id) is skipped, not an error."""
+def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> list[str]:
+    """One multi-row INSERT; a re-sent event (same event_id) is skipped, not an error.
+    Returns the model of each row really inserted."""
+    if not rows:
+        return []
     dialect = session.get_bind().dialect.name
     insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
     if insert is None:
         session.execute(sa.insert(Observation), rows)
-        return len(rows)
-    stmt = insert(Observation).on_conflict_do_nothing(index_elements=["event_id"]).returning(Observation.id)
-    return len(session.execute(stmt, rows).all()) if rows else 0
+        return [r["model"] for r in rows]
+    stmt = insert(Observation).on_conflict_do_nothing(index_elements=["event_id"]).returning(Observation.model)
+    return list(session.scalars(stmt, rows))
 
 
 def store(session: Session, settings: Settings, events: list[PurchaseEvent | OutcomeEvent], source: str = "event") -> Stored:
@@ -125,8 +129,8 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
         for e in purchases
     ]
     inserted = _insert_ignoring_duplicates(session, rows)
-    result.stored += inserted
-    result.duplicates += len(rows) - inserted
+    result.stored += len(inserted)
+    result.duplicates += len(rows) - len(inserted)
     result.rejected = []
     for i, event in enumerate(events):
         if isinstance(event, OutcomeEvent):
@@ -139,8 +143,8 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
             except PredictionNotFound as exc:  # the rest of the batch still lands
                 result.rejected.append((i, str(exc)))
     per_model: dict[str, int] = {}
-    for e in purchases:
-        per_model[e.model] = per_model.get(e.model, 0) + 1
+    for name in inserted:  # a duplicate (re-delivered) event asks for no retrain of its own
+        per_model[name] = per_model.get(name, 0) + 1
     for model, count in per_model.items():
         job = coalesce(session, settings, model, count)
         if job is None:

@@ -30,6 +30,7 @@ def broker_options(settings: Settings) -> dict[str, Any]:
             "data_folder_in": str(root / "queue"), "data_folder_out": str(root / "queue"),
             "processed_folder": str(root / "processed"), "control_folder": str(root / "control"),
             "store_processed": False,
+            "polling_interval": 0.1,  # the default 1 s poll makes a burst of messages crawl
         }
     # Redis re-delivers an unacked message after visibility_timeout: it must exceed the longest
     # hard time limit or a long retrain (acks_late) would run twice.

@@ -1,0 +1,274 @@
+"""`retrainer demo`: the whole loop on the embedded default, with real Celery processes.
+
+SQLite + kombu's filesystem:// broker (no server to install), a real worker and a real beat as
+child processes. Story: train v1 on two months of history; replay a week of live traffic in which
+the market drifts; beat's accuracy check sees live MAE cross 0.02 and a worker retrains, scoring
+the candidate and v1 on the same holdout; then a storm of purchase events coalesces into one
+retrain. Everything printed is read back from the database the workers wrote.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+DEMO_DIR = Path("var/demo")
+MODEL = "ctr"
+HISTORY_ROWS, DAYS, PER_DAY, STORM_BATCH, STORM_SINGLE = 3000, 7, 300, 500, 40
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
+
+
+def demo_config(var_dir: Path) -> dict[str, Any]:
+    return {
+        "var_dir": str(var_dir),
+        "models": {MODEL: {
+            "family": "ctr",
+            "params": {"n_estimators": 150, "max_depth": 4},
+            # beat checks every 5 s here instead of daily at 02:00, so the demo takes a minute
+            "schedules": {"check": "@every 5s", "retrain": None, "monitor": None},
+            "training": {"max_rows": 2500},
+            "debounce_seconds": 8,  # every storm event lands inside one window
+        }},
+    }
+
+
+class Processes:
+    """The worker and beat children; always stopped, even on Ctrl-C or an error."""
+
+    def __init__(self, var_dir: Path):
+        self.var_dir, self.children = var_dir, []
+
+    def start(self, name: str, *args: str) -> Path:
+        log = self.var_dir / f"{name}.log"
+        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", *args], stdout=log.open("w"),
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        self.children.append(proc)
+        return log
+
+    def stop(self) -> None:
+        for proc in self.children:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.children:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    with console.status(f"waiting for {what} …"):
+        while time.monotonic() < deadline:
+            if value := predicate():
+                return value
+            time.sleep(0.3)
+    raise TimeoutError(f"demo: timed out after {timeout:.0f}s waiting for {what}")
+
+
+def run(keep: bool = True) -> int:
+    shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    DEMO_DIR.mkdir(parents=True)
+    config = DEMO_DIR / "retrainer.yaml"
+    config.write_text(yaml.safe_dump(demo_config(DEMO_DIR)))
+    os.environ["RETRAINER_CONFIG"] = str(config)  # this process and its children read the same file
+    from retrainer.config import reset_settings
+
+    reset_settings()
+    procs = Processes(DEMO_DIR)
+    t0 = time.monotonic()
+    try:
+        _story(procs)
+    finally:
+        procs.stop()
+        from retrainer.db import dispose_engines
+
+        dispose_engines()
+        if not keep:
+            shutil.rmtree(DEMO_DIR, ignore_errors=True)
+    console.print(f"\n[bold green]demo finished in {time.monotonic() - t0:.0f}s[/]; worker and beat stopped. "
+                  f"Logs and the SQLite database are in {DEMO_DIR}/")
+    return 0
+
+
+def _story(procs: Processes) -> None:
+    import pandas as pd
+
+    from retrainer import clock
+    from retrainer.config import get_settings
+    from retrainer.db import session_scope
+    from retrainer.db.migrate import upgrade
+    from retrainer.db.records import Observation, RetrainRequest, TrainingRun
+    from services import accuracy, predictions, registry, synthetic
+    from tasks.producer import publish_events, send_event, send_retrain
+
+    settings = get_settings()
+    url = settings.database_url
+    step = _stepper()
+    step("Embedded default: SQLite + filesystem broker; starting a real Celery worker")
+    upgrade(url)
+    worker_log = procs.start("worker", "worker", "-Q", "training,events,checks,notifications", "-c", "2",
+                             "-l", "info", "--without-mingle", "--without-gossip", "-n", "demo@%h")
+    wait_for(lambda: "ready." in worker_log.read_text(), 60, "the worker")
+
+    now = clock.now()
+    drift_at = now - timedelta(days=DAYS)
+    step(f"Seeding {HISTORY_ROWS} labelled rows of history (seeded synthetic CTR data, 60 to 7 days ago)")
+    history = synthetic.generate(HISTORY_ROWS, now - timedelta(days=60), drift_at, seed=1)
+    with session_scope(url) as s:
+        s.add_all([Observation(model=MODEL, features=r.features, label=r.label, event_time=r.event_time,
+                               source="history", event_id=f"history-{i}") for i, r in enumerate(history)])
+    result = send_retrain(MODEL, "manual").get(timeout=120)
+    console.print(f"  worker trained [bold]{result['version_id']}[/]: {result['status']} — {result['reason']}; "
+                  f"holdout MAE {result['metrics']['test_mae']:.4f}")
+
+    step(f"Replaying {DAYS} days of live traffic ({PER_DAY} predictions/day); the market drifts")
+    with session_scope(url) as s:
+        champion = registry.production(s, MODEL)
+        estimator = registry.load_estimator(champion)
+    traffic = synthetic.generate(DAYS * PER_DAY, drift_at, now - timedelta(minutes=5), seed=2, drift_from=drift_at)
+    for day in range(DAYS):
+        rows = traffic[day * PER_DAY:(day + 1) * PER_DAY]
+        predicted = estimator.predict(pd.DataFrame([r.features for r in rows]))
+        with session_scope(url) as s:
+            for r, p in zip(rows, predicted, strict=True):
+                rec = predictions.log_prediction(s, MODEL, r.features, float(p), version_id=champion.version_id,
+                                                 hook_type=r.hook_type, template_id=r.template_id, at=r.event_time)
+                s.flush()
+                predictions.record_outcome(s, rec.prediction_id, r.label, at=r.event_time + timedelta(hours=1))
+        with session_scope(url) as s:
+            live = accuracy.live_accuracy(s, MODEL, 7, champion.version_id)
+        flag = "[red]above threshold[/]" if live.mae > 0.02 else "ok"
+        console.print(f"  day {day + 1}: {live.count:4d} outcomes in the 7-day window, live MAE {live.mae:.4f} {flag}")
+
+    step("Starting Celery beat: accuracy check every 5 s (daily 02:00 in production)")
+    procs.start("beat", "beat", "-s", str(DEMO_DIR / "celerybeat-schedule"), "-l", "info")
+
+    def run_done(trigger: str) -> TrainingRun | None:
+        with session_scope(url) as s:
+            return s.query(TrainingRun).filter_by(model=MODEL, trigger=trigger).filter(
+                TrainingRun.completed_at.is_not(None)).order_by(TrainingRun.completed_at).first()
+
+    drift_run = wait_for(lambda: run_done("accuracy"), 90, "beat's accuracy check to trigger a retrain")
+    _show_run(url, drift_run.run_id)
+
+    step(f"A storm of {STORM_BATCH + STORM_SINGLE} purchase events ({STORM_SINGLE} as single Celery messages, "
+         f"{STORM_BATCH} on the batch path)")
+    storm = synthetic.generate(STORM_BATCH + STORM_SINGLE, now - timedelta(minutes=4), clock.now(), seed=3,
+                               drift_from=drift_at)
+    events = synthetic.as_purchase_events(storm, MODEL, prefix="storm")
+    for payload in events[:STORM_SINGLE]:
+        send_event(payload)
+    published = publish_events(events[STORM_SINGLE:])
+    console.print(f"  batch path: stored {published.stored} in one round trip per 5,000, "
+                  f"retrains enqueued {published.retrains_enqueued}")
+
+    def stored() -> int:
+        with session_scope(url) as s:
+            return s.query(Observation).filter(Observation.event_id.like("storm-%")).count()
+
+    wait_for(lambda: stored() == len(events), 60, "every storm event to be stored")
+
+    def settled() -> list[RetrainRequest] | None:
+        with session_scope(url) as s:
+            requests = s.query(RetrainRequest).filter_by(model=MODEL, trigger="event").order_by(RetrainRequest.id).all()
+        return requests if requests and all(r.status.value in ("completed", "failed") for r in requests) else None
+
+    requests = wait_for(settled, 120, "the coalesced retrain")
+    console.print(f"  {stored()}/{len(events)} events stored, 0 lost")
+    for n, r in enumerate(requests):
+        how = "inside the debounce window" if n == 0 else "while that retrain ran: one follow-up"
+        console.print(f"  retrain request {r.id}: {r.event_count} events {how} -> 1 retrain ({r.run_id})")
+    storm_run = run_done("event")
+    _show_run(url, storm_run.run_id)
+    wait_for(lambda: _notified(url) >= 2 + len(requests), 30, "the Slack notifications")
+    _summary(url)
+
+
+def _stepper() -> Any:
+    n = 0
+
+    def step(text: str) -> None:
+        nonlocal n
+        n += 1
+        console.print(f"\n[bold cyan]{n}. {text}[/]")
+
+    return step
+
+
+def _notified(url: str) -> int:
+    from retrainer.db import session_scope
+    from retrainer.db.records import SystemEvent
+
+    with session_scope(url) as s:
+        return s.query(SystemEvent).filter_by(kind="notification").count()
+
+
+def _show_run(url: str, run_id: str) -> None:
+    from retrainer.db import session_scope
+    from services import reports
+
+    with session_scope(url) as s:
+        evals = reports.evaluations(s, run_id)
+        run = next(r for r in reports.history(s, "ctr", 50)["training_runs"] if r["run_id"] == run_id)
+    table = Table("model version", "role", "holdout rows", "holdout hash", "MAE", "RMSE", "R²", "within ±20%",
+                  title=f"run {run_id} (trigger: {run['trigger']})")
+    for e in evals:
+        m = e["metrics"]
+        table.add_row(e["model_version_id"], e["role"], str(e["holdout"]["rows"]), e["holdout"]["hash"][:12],
+                      f"{m['mae']:.4f}", f"{m['rmse']:.4f}", f"{m['r2']:.3f}", f"{100 * m['accuracy']:.1f}%")
+    console.print(table)
+    same = len({e["holdout"]["hash"] for e in evals}) == 1
+    if len(evals) > 1:
+        console.print(f"  same holdout rows for both: {'yes' if same else 'NO'}")
+    verdict = "PROMOTED" if run["promoted_to_production"] else "KEPT production"
+    console.print(f"  decision: [bold]{verdict}[/] — {run['promotion_reason']}")
+
+
+def _summary(url: str) -> None:
+    from retrainer.db import session_scope
+    from services import reports
+
+    with session_scope(url) as s:
+        runs = reports.history(s, "ctr", 50)["training_runs"][::-1]
+        decisions = reports.events(s, "ctr", ("decision", "promotion", "rollback", "notification"), 50)
+        prod = reports.status(s, _settings())["models"]["ctr"]["production"]
+    console.print("\n[bold cyan]Summary[/]")
+    table = Table("run", "trigger", "outcome", "version", "train rows", "holdout", "MAE", "prod MAE", "improvement")
+    for r in runs:
+        m, o = r["metrics"] or {}, r["old_metrics"] or {}
+        table.add_row(r["run_id"], r["trigger"], r["outcome"], r["model_version_id"] or "–", str(r["train_size"]),
+                      str(r["holdout_size"]), _f(m.get("mae")), _f(o.get("mae")),
+                      "–" if r["improvement_percentage"] is None else f"{r['improvement_percentage']:+.1f}%")
+    console.print(table)
+    console.print("[bold]Decisions and notifications (system_events):[/]")
+    for e in decisions:
+        console.print(f"  {e['created_at'][11:19]} {e['kind']:<12} {e['message']}")
+    console.print(f"Production now: [bold]{prod['version_id']}[/] (trained {prod['trained_at'][:19]})")
+
+
+def _settings() -> Any:
+    from retrainer.config import get_settings
+
+    return get_settings()
+
+
+def _f(value: float | None) -> str:
+    return "–" if value is None else f"{value:.4f}"
+
+
+if __name__ == "__main__":
+    sys.exit(run())
+

@@ -1,0 +1,139 @@
+"""Read models in the reference response shapes, shared by the CLI's --json output and the API.
+
+The shapes are stable: keys are only ever added. Timestamps are ISO 8601 UTC strings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from retrainer import clock
+from retrainer.config import Settings
+from retrainer.db.records import (
+    ModelEvaluation, ModelVersion, RequestStatus, RetrainRequest, SystemEvent, TrainingRun,
+)
+from services import accuracy, registry
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def version_dict(v: ModelVersion) -> dict[str, Any]:
+    return {
+        "version_id": v.version_id,
+        "model_type": v.model,
+        "family": v.family,
+        "algorithm": v.algorithm,
+        "trained_at": _iso(v.trained_at),
+        "promoted_at": _iso(v.promoted_at),
+        "status": v.status.value,
+        "is_production": v.is_production,
+        "num_training_samples": v.num_training_samples,
+        "training_duration_seconds": round(v.training_duration_seconds, 3),
+        "metrics": v.metrics,
+        "artifact_uri": v.artifact_uri,
+        "artifact_sha256": v.artifact_sha256,
+        "parent_version_id": v.parent_version_id,
+        "previous_production_id": v.previous_production_id,
+    }
+
+
+def run_dict(r: TrainingRun) -> dict[str, Any]:
+    return {
+        "run_id": r.run_id,
+        "model": r.model,
+        "model_version_id": r.version_id,
+        "trigger": r.trigger.value,
+        "status": r.status.value,
+        "outcome": r.outcome,
+        "started_at": _iso(r.started_at),
+        "completed_at": _iso(r.completed_at),
+        "duration_seconds": None if r.duration_seconds is None else round(r.duration_seconds, 3),
+        "dataset_size": r.dataset_size,
+        "train_size": r.train_size,
+        "holdout_size": r.holdout_size,
+        "metrics": r.metrics,
+        "old_metrics": r.old_metrics,
+        "promoted_to_production": r.promoted_to_production,
+        "improvement_percentage": r.improvement_percentage,
+        "promotion_reason": r.promotion_reason,
+        "error_message": r.error_message,
+        "celery_task_id": r.celery_task_id,
+        "request_id": r.request_id,
+    }
+
+
+def evaluation_dict(e: ModelEvaluation) -> dict[str, Any]:
+    return {
+        "model_version_id": e.version_id,
+        "run_id": e.run_id,
+        "role": e.role,
+        "holdout": {"start": _iso(e.holdout_start), "end": _iso(e.holdout_end), "rows": e.holdout_rows,
+                    "hash": e.holdout_hash},
+        "metrics": e.metrics,
+        "primary_metric": e.primary_metric,
+        "overall_score": e.overall_score,
+        "champion_score": e.champion_score,
+        "evaluated_at": _iso(e.evaluated_at),
+    }
+
+
+def versions(session: Session, model: str, limit: int = 50) -> dict[str, Any]:
+    rows = [version_dict(v) for v in registry.versions(session, model, limit)]
+    return {"versions": rows, "count": len(rows)}
+
+
+def history(session: Session, model: str, limit: int = 20) -> dict[str, Any]:
+    runs = session.scalars(
+        sa.select(TrainingRun).where(TrainingRun.model == model)
+        .order_by(TrainingRun.started_at.desc(), TrainingRun.run_id.desc()).limit(limit)
+    ).all()
+    return {"training_runs": [run_dict(r) for r in runs], "count": len(runs)}
+
+
+def evaluations(session: Session, run_id: str) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        sa.select(ModelEvaluation).where(ModelEvaluation.run_id == run_id).order_by(ModelEvaluation.id)
+    ).all()
+    return [evaluation_dict(e) for e in rows]
+
+
+def events(session: Session, model: str | None = None, kinds: tuple[str, ...] = (), limit: int = 50) -> list[dict[str, Any]]:
+    query = sa.select(SystemEvent).order_by(SystemEvent.id.desc()).limit(limit)
+    if model:
+        query = query.where(SystemEvent.model == model)
+    if kinds:
+        query = query.where(SystemEvent.kind.in_(kinds))
+    return [
+        {"id": e.id, "model": e.model, "kind": e.kind, "message": e.message, "created_at": _iso(e.created_at)}
+        for e in reversed(session.scalars(query).all())
+    ]
+
+
+def status(session: Session, settings: Settings) -> dict[str, Any]:
+    models: dict[str, Any] = {}
+    for name, cfg in settings.models.items():
+        current = registry.production(session, name)
+        live = accuracy.live_accuracy(session, name, cfg.accuracy.lookback_days,
+                                      current.version_id if current else None)
+        last = session.scalar(
+            sa.select(TrainingRun).where(TrainingRun.model == name).order_by(TrainingRun.started_at.desc()).limit(1)
+        )
+        pending = session.scalar(
+            sa.select(sa.func.count()).select_from(RetrainRequest)
+            .where(RetrainRequest.model == name, RetrainRequest.status == RequestStatus.PENDING)
+        )
+        models[name] = {
+            "family": cfg.family,
+            "production": version_dict(current) if current else None,
+            "live_accuracy": live.as_dict() | {"lookback_days": cfg.accuracy.lookback_days,
+                                               "mae_threshold": cfg.accuracy.mae_threshold},
+            "last_run": run_dict(last) if last else None,
+            "pending_requests": pending,
+        }
+    return {"models": models, "checked_at": clock.now().isoformat()}

@@ -1,0 +1,549 @@
+"""The deployment files keep their contracts with the application.
+
+docker-compose.yml, the Dockerfile and deploy/ cannot be started here (no Docker engine, no
+cluster), so what they promise is checked from the files themselves: the commands they run exist,
+there is one beat, the training worker is alone on its queue, no secret is written in them, every
+RETRAINER_* variable is a real setting, the shell scripts parse and the entrypoint really waits.
+Independent of the retrainer packages: only PyYAML and the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+COMPOSE_FILE = ROOT / "docker-compose.yml"
+DOCKERFILE = ROOT / "Dockerfile"
+DOCKERIGNORE = ROOT / ".dockerignore"
+DEPLOY = ROOT / "deploy"
+K8S = DEPLOY / "k8s"
+ENV_EXAMPLE = DEPLOY / "env.example"
+EXAMPLE_CONFIG = ROOT / "retrainer.example.yaml"
+WAIT_SCRIPT = DEPLOY / "docker" / "wait-for-services.sh"
+
+SUBCOMMANDS = {"init", "worker", "beat", "flower", "status", "demo"}
+QUEUES = {"training", "events", "checks", "notifications"}
+SETTINGS_KEYS = {
+    "var_dir",
+    "database_url",
+    "broker_url",
+    "result_backend",
+    "artifact_dir",
+    "slack_webhook_url",
+    "slack_timeout_seconds",
+    "redis_key_prefix",
+    "worker_threads",
+    "models",
+}
+MODEL_KEYS = {
+    "family",
+    "params",
+    "features",
+    "accuracy",
+    "schedules",
+    "promotion",
+    "training",
+    "keep_versions",
+    "debounce_seconds",
+}
+MODEL_SECTIONS = {
+    "accuracy": {"mae_threshold", "lookback_days", "min_samples", "cooldown_hours"},
+    "schedules": {"check", "retrain", "monitor"},
+    "promotion": {"auto_promote", "min_improvement_pct"},
+    "training": {"test_fraction", "min_samples", "max_rows", "time_limit_seconds"},
+}
+ALLOWED_ENV = {f"RETRAINER_{key.upper()}" for key in SETTINGS_KEYS} | {"RETRAINER_CONFIG"}
+ENV_NAME = re.compile(r"\bRETRAINER_[A-Z0-9_]+")
+
+# A value counts as a placeholder when it is a compose interpolation (${VAR} or ${VAR:-local}),
+# or the template marker CHANGE_ME.
+INTERPOLATION = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*(?::?[-?+][^}]*)?\}")
+SECRET_KEY = re.compile(r"password|passwd|secret|token|webhook|basic_auth|api_key", re.IGNORECASE)
+URL_USERINFO = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:([^@\s]+)@", re.IGNORECASE)
+SECRET_MARKERS = ("hooks.slack.com", "xoxb-", "xoxp-", "-----BEGIN")
+
+WORKLOAD_KINDS = {"Deployment", "StatefulSet", "DaemonSet", "Job", "CronJob"}
+
+
+# --------------------------------------------------------------------------------------------
+# loading
+
+
+def load_compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE_FILE.read_text())
+
+
+def k8s_files() -> list[Path]:
+    return sorted(p for p in K8S.rglob("*") if p.suffix in {".yaml", ".yml"})
+
+
+def k8s_docs() -> list[tuple[Path, dict[str, Any]]]:
+    docs = []
+    for path in k8s_files():
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc is not None:
+                docs.append((path, doc))
+    return docs
+
+
+def argv(command: Any) -> list[str]:
+    if command is None:
+        return []
+    if isinstance(command, str):
+        return shlex.split(command)
+    return [str(part) for part in command]
+
+
+def compose_commands() -> dict[str, list[str]]:
+    """service name -> argv, for every compose service that runs retrainer."""
+    services = load_compose()["services"]
+    return {
+        name: argv(svc.get("command"))
+        for name, svc in services.items()
+        if argv(svc.get("command"))[:1] == ["retrainer"]
+    }
+
+
+def pod_spec(doc: dict[str, Any]) -> dict[str, Any]:
+    spec = doc.get("spec") or {}
+    if doc["kind"] == "CronJob":
+        spec = spec["jobTemplate"]["spec"]
+    return spec["template"]["spec"]
+
+
+def k8s_commands() -> list[tuple[str, dict[str, Any], list[str]]]:
+    """(label, workload doc, argv) for every k8s container that runs retrainer.
+
+    A container without `command` keeps the image ENTRYPOINT (the wait script), which execs the
+    args; so the retrainer command is command + args.
+    """
+    found = []
+    for path, doc in k8s_docs():
+        if doc.get("kind") not in WORKLOAD_KINDS:
+            continue
+        spec = pod_spec(doc)
+        for container in spec.get("initContainers", []) + spec.get("containers", []):
+            cmd = argv(container.get("command")) + argv(container.get("args"))
+            if cmd[:1] == ["retrainer"]:
+                found.append((f"{path.name}:{doc['metadata']['name']}/{container['name']}", doc, cmd))
+    return found
+
+
+def option(cmd: list[str], *names: str) -> str | None:
+    """The value of an option given as `-Q x`, `--queues x`, `--queues=x` or `-Qx`."""
+    for i, arg in enumerate(cmd):
+        for name in names:
+            if arg == name:
+                assert i + 1 < len(cmd), f"{name} without a value in {cmd}"
+                return cmd[i + 1]
+            if name.startswith("--") and arg.startswith(name + "="):
+                return arg.split("=", 1)[1]
+            if not name.startswith("--") and arg.startswith(name) and len(arg) > len(name):
+                return arg[len(name) :]
+    return None
+
+
+def all_commands() -> list[tuple[str, list[str]]]:
+    return [(f"compose:{n}", c) for n, c in compose_commands().items()] + [
+        (f"k8s:{label}", c) for label, _, c in k8s_commands()
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# the commands
+
+
+def test_compose_defines_the_production_services():
+    services = load_compose()["services"]
+    assert {"redis", "postgres", "init", "worker-training", "worker", "beat", "flower"} <= set(services)
+    assert services["redis"]["image"].startswith("redis:7")
+    assert services["postgres"]["image"].startswith("postgres:16")
+    for name in ("redis", "postgres"):
+        assert services[name].get("healthcheck", {}).get("test"), f"{name} has no healthcheck"
+
+
+def test_every_retrainer_command_is_a_real_subcommand():
+    commands = all_commands()
+    assert len(compose_commands()) >= 5 and len(k8s_commands()) >= 5, commands
+    for label, cmd in commands:
+        assert len(cmd) >= 2 and cmd[1] in SUBCOMMANDS, f"{label}: {shlex.join(cmd)}"
+
+
+def test_compose_services_that_touch_the_database_wait_for_init():
+    services = load_compose()["services"]
+    assert compose_commands()["init"] == ["retrainer", "init"]
+    for name, cmd in compose_commands().items():
+        if cmd[1] in {"worker", "beat"}:
+            depends = services[name].get("depends_on") or {}
+            assert depends.get("init", {}).get("condition") == "service_completed_successfully", name
+
+
+def test_exactly_one_beat_in_compose():
+    services = load_compose()["services"]
+    beats = [name for name, cmd in compose_commands().items() if cmd[1] == "beat"]
+    assert len(beats) == 1, beats
+    svc = services[beats[0]]
+    assert svc.get("scale", 1) == 1
+    assert (svc.get("deploy") or {}).get("replicas", 1) == 1
+    assert option(compose_commands()[beats[0]], "--schedule-file", "-s", "-S").startswith("/data/")
+
+
+def test_exactly_one_beat_in_k8s_with_recreate():
+    beats = [(label, doc) for label, doc, cmd in k8s_commands() if cmd[1] == "beat"]
+    assert len(beats) == 1, [label for label, _ in beats]
+    for label, doc in beats:
+        assert doc["kind"] == "Deployment", label
+        assert doc["spec"].get("replicas") == 1, label  # explicit, never the default
+        assert doc["spec"].get("strategy", {}).get("type") == "Recreate", label
+
+
+def worker_queues(cmd: list[str]) -> list[str]:
+    value = option(cmd, "--queues", "-Q")
+    assert value, f"a worker must name its queues: {shlex.join(cmd)}"
+    return [q.strip() for q in value.split(",") if q.strip()]
+
+
+@pytest.mark.parametrize("where", ["compose", "k8s"])
+def test_training_worker_consumes_only_training(where):
+    workers = [(label, cmd) for label, cmd in all_commands() if label.startswith(where) and cmd[1] == "worker"]
+    assert workers, f"no worker in {where}"
+    consumed: set[str] = set()
+    training_workers = 0
+    for label, cmd in workers:
+        queues = worker_queues(cmd)
+        assert set(queues) <= QUEUES, f"{label}: unknown queue in {queues}"
+        consumed.update(queues)
+        if "training" in queues:
+            training_workers += 1
+            assert queues == ["training"], f"{label}: training shares a worker with {queues}"
+            concurrency = option(cmd, "--concurrency", "-c")
+            assert concurrency is not None and 1 <= int(concurrency) <= 2, f"{label}: concurrency {concurrency}"
+    assert training_workers >= 1
+    assert consumed == QUEUES, f"{where}: no worker for {QUEUES - consumed}"
+
+
+# --------------------------------------------------------------------------------------------
+# secrets
+
+
+def is_placeholder(value: str) -> bool:
+    return "CHANGE_ME" in value or INTERPOLATION.fullmatch(value.strip()) is not None
+
+
+def literal_secrets(node: Any, where: str = "") -> Iterator[str]:
+    """Where a secret-looking key has a literal value, or a URL carries a literal password."""
+
+    def check(key: str, value: Any, at: str) -> Iterator[str]:
+        if isinstance(value, (str, int, float)) and SECRET_KEY.search(key) and not is_placeholder(str(value)):
+            yield f"{at}: {key} has a literal value"
+
+    if isinstance(node, dict):
+        # k8s env entry {name: X, value: V}
+        if isinstance(node.get("name"), str) and "value" in node:
+            yield from check(node["name"], node["value"], where)
+        for key, value in node.items():
+            yield from check(str(key), value, f"{where}.{key}")
+            yield from literal_secrets(value, f"{where}.{key}")
+    elif isinstance(node, list):
+        for i, item in enumerate(node):
+            if isinstance(item, str) and "=" in item and not item.startswith("-"):  # KEY=value form
+                key, value = item.split("=", 1)
+                yield from check(key, value, f"{where}[{i}]")
+            yield from literal_secrets(item, f"{where}[{i}]")
+    elif isinstance(node, str):
+        for password in URL_USERINFO.findall(node):
+            if not is_placeholder(password):
+                yield f"{where}: URL with a literal password"
+
+
+def test_secret_checker_catches_literals():
+    """The checker below is not vacuous: it finds each kind of literal secret."""
+    assert list(literal_secrets({"environment": {"POSTGRES_PASSWORD": "hunter2"}}))
+    assert list(literal_secrets({"environment": ["FLOWER_BASIC_AUTH=admin:hunter2"]}))
+    assert list(literal_secrets({"env": [{"name": "RETRAINER_SLACK_WEBHOOK_URL", "value": "https://x"}]}))
+    assert list(literal_secrets({"RETRAINER_DATABASE_URL": "postgresql://retrainer:hunter2@db/retrainer"}))
+    assert not list(literal_secrets({"POSTGRES_PASSWORD": "${POSTGRES_PASSWORD:-retrainer}"}))
+    assert not list(literal_secrets({"url": "postgresql+psycopg://u:${POSTGRES_PASSWORD}@postgres/db"}))
+    assert not list(literal_secrets({"FLOWER_BASIC_AUTH": "admin:CHANGE_ME"}))
+
+
+def secret_scanned_files() -> list[Path]:
+    return [COMPOSE_FILE, *k8s_files()]
+
+
+@pytest.mark.parametrize("path", secret_scanned_files(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_literal_secrets(path):
+    text = path.read_text()
+    for marker in SECRET_MARKERS:
+        assert marker not in text, f"{path.name} contains {marker!r}"
+    problems = [p for doc in yaml.safe_load_all(text) for p in literal_secrets(doc, path.name)]
+    assert not problems, problems
+
+
+def test_k8s_secret_is_a_template():
+    secrets = [(path, doc) for path, doc in k8s_docs() if doc.get("kind") == "Secret"]
+    assert secrets, "deploy/k8s has no Secret template"
+    for path, doc in secrets:
+        values = {**(doc.get("stringData") or {}), **(doc.get("data") or {})}
+        assert values, path.name
+        for key, value in values.items():
+            assert "CHANGE_ME" in str(value), f"{path.name}: {key} is not a placeholder"
+        kustomization = K8S / "kustomization.yaml"
+        if kustomization.exists():  # a template must not be applied as it is
+            assert path.name not in yaml.safe_load(kustomization.read_text()).get("resources", [])
+
+
+def test_env_example_holds_placeholders_only():
+    text = ENV_EXAMPLE.read_text()
+    entries = dict(
+        line.split("=", 1) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
+    )
+    assert {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"} <= set(entries)
+    for key, value in entries.items():
+        if SECRET_KEY.search(key):
+            assert is_placeholder(value), f"deploy/env.example: {key} is not a placeholder"
+    # an empty webhook URL is invalid, not "off": the example leaves it commented out
+    assert "RETRAINER_SLACK_WEBHOOK_URL" not in entries
+    assert "RETRAINER_SLACK_WEBHOOK_URL" in text
+
+
+def test_compose_reads_secrets_from_the_env_file():
+    services = load_compose()["services"]
+    for name in compose_commands():
+        env_files = services[name].get("env_file") or []
+        paths = [entry["path"] if isinstance(entry, dict) else entry for entry in env_files]
+        assert ".env" in paths, f"{name} does not read .env"
+        environment = services[name].get("environment") or {}
+        assert "RETRAINER_SLACK_WEBHOOK_URL" not in environment and "FLOWER_BASIC_AUTH" not in environment
+
+
+# --------------------------------------------------------------------------------------------
+# configuration names
+
+
+def env_names(path: Path) -> set[str]:
+    return set(ENV_NAME.findall(path.read_text()))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [COMPOSE_FILE, DOCKERFILE, ENV_EXAMPLE, *k8s_files(), *sorted(DEPLOY.rglob("*.sh"))],
+    ids=lambda p: str(p.relative_to(ROOT)),
+)
+def test_every_retrainer_variable_is_a_setting(path):
+    for name in env_names(path):
+        # RETRAINER_MODELS__CTR__... is the nested form of the `models` setting
+        assert name in ALLOWED_ENV or name.startswith("RETRAINER_MODELS__"), f"{path.name}: {name}"
+
+
+def test_compose_configures_the_production_servers():
+    services = load_compose()["services"]
+    for name in compose_commands():
+        env = services[name]["environment"]
+        assert env["RETRAINER_BROKER_URL"].startswith("redis://redis:"), name
+        assert env["RETRAINER_RESULT_BACKEND"].startswith("redis://redis:"), name
+        assert env["RETRAINER_DATABASE_URL"].startswith("postgresql+psycopg://"), name
+        assert env["RETRAINER_ARTIFACT_DIR"].startswith("/data/"), name
+        assert env["RETRAINER_VAR_DIR"].startswith("/data/"), name
+
+
+def test_example_config_documents_every_setting():
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    assert set(config) == SETTINGS_KEYS
+    model = config["models"]["ctr"]
+    assert set(model) == MODEL_KEYS
+    for section, keys in MODEL_SECTIONS.items():
+        assert set(model[section]) == keys, section
+    assert config["broker_url"] == "filesystem://"  # the embedded default
+    assert config["slack_webhook_url"] is None  # never a literal secret in the example
+
+
+def test_k8s_configmap_uses_known_keys():
+    configs = [
+        yaml.safe_load(doc["data"][key])
+        for _, doc in k8s_docs()
+        if doc.get("kind") == "ConfigMap"
+        for key in doc.get("data", {})
+        if key.endswith((".yaml", ".yml"))
+    ]
+    assert configs, "no ConfigMap carries retrainer.yaml"
+    for config in configs:
+        assert set(config) <= SETTINGS_KEYS
+        assert config["broker_url"].startswith("redis")
+        assert "database_url" not in config and "slack_webhook_url" not in config  # from the Secret
+        for model in (config.get("models") or {}).values():
+            assert set(model) <= MODEL_KEYS
+            for section, keys in MODEL_SECTIONS.items():
+                assert set(model.get(section) or {}) <= keys, section
+
+
+# --------------------------------------------------------------------------------------------
+# shared storage
+
+
+def test_every_compose_process_shares_the_data_volume():
+    compose = load_compose()
+    for name in compose_commands():
+        volumes = compose["services"][name].get("volumes") or []
+        mounts = [v.split(":")[:2] if isinstance(v, str) else [v.get("source"), v.get("target")] for v in volumes]
+        assert ["retrainer-data", "/data"] in mounts, name
+    assert "retrainer-data" in compose["volumes"]
+
+
+def test_every_k8s_process_mounts_the_shared_claim():
+    claims = {doc["metadata"]["name"]: doc for _, doc in k8s_docs() if doc.get("kind") == "PersistentVolumeClaim"}
+    assert claims
+    for label, doc, _ in k8s_commands():
+        spec = pod_spec(doc)
+        volumes = {v["name"]: v for v in spec.get("volumes", [])}
+        data = [name for name, v in volumes.items() if v.get("persistentVolumeClaim", {}).get("claimName") in claims]
+        assert data, f"{label}: no shared claim"
+        mounts = {(m["name"], m["mountPath"]) for c in spec["containers"] for m in c.get("volumeMounts", [])}
+        assert (data[0], "/data") in mounts, label
+    for name, claim in claims.items():
+        assert "ReadWriteMany" in claim["spec"]["accessModes"], f"{name}: pods on several nodes share it"
+
+
+# --------------------------------------------------------------------------------------------
+# shell scripts and the image
+
+
+def shell_scripts() -> list[Path]:
+    return sorted(DEPLOY.rglob("*.sh"))
+
+
+def test_there_are_shell_scripts_to_check():
+    assert WAIT_SCRIPT in shell_scripts()
+
+
+@pytest.mark.parametrize("script", shell_scripts(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_shell_script_parses_and_is_executable(script):
+    result = subprocess.run(["bash", "-n", str(script)], check=False, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert script.stat().st_mode & stat.S_IXUSR, f"{script.name} is not executable"
+    assert script.read_text().startswith("#!/usr/bin/env bash\n")
+
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    logical, current = [], ""
+    for line in DOCKERFILE.read_text().splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            current += line.rstrip()[:-1] + " "
+            continue
+        logical.append(current + line)
+        current = ""
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip()) for line in logical]
+
+
+def copies() -> list[tuple[list[str], str]]:
+    result = []
+    for instruction, args in dockerfile_instructions():
+        if instruction == "COPY":
+            parts = [p for p in shlex.split(args) if not p.startswith("--")]
+            result.append((parts[:-1], parts[-1]))
+    return result
+
+
+def test_dockerfile_base_user_and_openmp():
+    instructions = dockerfile_instructions()
+    froms = [args for ins, args in instructions if ins == "FROM"]
+    assert froms and froms[-1].split()[0] == "python:3.11-slim"
+    runs = " ".join(args for ins, args in instructions if ins == "RUN")
+    assert re.search(r"apt-get install\b[^&;]*\blibgomp1\b", runs), "XGBoost needs libgomp1"
+    assert "pip install" in runs
+    users = [args for ins, args in instructions if ins == "USER"]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}
+
+
+def test_dockerfile_entrypoint_is_the_wait_script_and_cmd_is_help():
+    instructions = dict(dockerfile_instructions())  # the last of each instruction counts
+    entrypoint = json.loads(instructions["ENTRYPOINT"])  # exec form, so signals reach retrainer
+    assert json.loads(instructions["CMD"]) == ["retrainer", "--help"]
+    sources = [srcs[0] for srcs, dest in copies() if dest == entrypoint[0]]
+    assert sources, f"nothing is copied to {entrypoint[0]}"
+    script = ROOT / sources[0]
+    assert script == WAIT_SCRIPT and script.is_file()
+
+
+def test_dockerfile_copies_files_that_exist_and_are_in_the_build_context():
+    rules = [line.strip() for line in DOCKERIGNORE.read_text().splitlines() if line.strip()[:1] not in {"", "#"}]
+    assert rules[0] == "*", ".dockerignore is an allow-list"
+    allowed = {rule[1:].rstrip("/") for rule in rules if rule.startswith("!")}
+    for sources, _ in copies():
+        for source in sources:
+            assert (ROOT / source).exists(), f"Dockerfile copies missing {source}"
+            parts = Path(source).parts
+            assert any("/".join(parts[:i]) in allowed for i in range(1, len(parts) + 1)), (
+                f"{source} is excluded by .dockerignore"
+            )
+    copied = {s for sources, _ in copies() for s in sources}
+    assert {"pyproject.toml", "retrainer", "models", "services", "tasks"} <= copied
+
+
+# --------------------------------------------------------------------------------------------
+# the wait script, run for real
+
+
+def run_wait_script(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "PYTHON": sys.executable, "WAIT_TIMEOUT_SECONDS": "3"}
+    return subprocess.run(
+        [str(WAIT_SCRIPT), "echo", "started"],
+        check=False,
+        env={**base, **env},
+        cwd=tmp_path,  # no retrainer.yaml here
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_wait_script_runs_the_command_when_no_server_is_configured(tmp_path):
+    result = run_wait_script(tmp_path)  # embedded defaults: filesystem://, sqlite
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "started\n"
+
+
+def test_wait_script_waits_for_a_listening_server(tmp_path):
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        port = server.getsockname()[1]
+        result = run_wait_script(tmp_path, RETRAINER_BROKER_URL=f"redis://127.0.0.1:{port}/0")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "started\n"
+    assert f"127.0.0.1:{port} is up" in result.stderr
+
+
+def test_wait_script_gives_up_without_leaking_the_password(tmp_path):
+    port = free_port()
+    result = run_wait_script(
+        tmp_path,
+        RETRAINER_DATABASE_URL=f"postgresql+psycopg://retrainer:s3cret-pw@127.0.0.1:{port}/retrainer",
+        WAIT_TIMEOUT_SECONDS="1",
+    )
+    assert result.returncode == 1
+    assert "started" not in result.stdout
+    assert f"127.0.0.1:{port}" in result.stderr
+    assert "s3cret-pw" not in result.stdout + result.stderr

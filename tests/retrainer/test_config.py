@@ -1,0 +1,237 @@
+"""retrainer.config: reference defaults, YAML + RETRAINER_* sources, errors that name the key."""
+
+from __future__ import annotations
+
+import logging
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from retrainer.config import (
+    CONFIG_ENV,
+    ConfigError,
+    Settings,
+    UnknownModel,
+    available_families,
+    load_settings,
+    parse_schedule,
+)
+
+SECRET_TOKEN = "T000SECRET/B000SECRET/XyZsEcReTtOkEn42"
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No RETRAINER_* variable from the process leaks in, and no retrainer.yaml in the working directory."""
+    for key in list(os.environ):
+        if key.startswith("RETRAINER_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_defaults_are_the_reference_values(tmp_path: Path) -> None:
+    s = load_settings()
+    assert set(s.models) == {"ctr"}
+    m = s.model("ctr")
+    assert m.family == "ctr"
+    assert m.accuracy.mae_threshold == 0.02
+    assert m.accuracy.lookback_days == 7
+    assert m.accuracy.min_samples == 50
+    assert m.schedules.check == "0 2 * * *"
+    assert m.schedules.retrain == "0 3 * * 0"
+    assert m.training.test_fraction == 0.2
+    assert m.training.min_samples == 50
+    assert m.training.max_rows == 10_000
+    assert m.promotion.min_improvement_pct == 2.0
+    assert m.promotion.auto_promote is True
+    assert m.keep_versions == 10
+    assert s.broker_url == "filesystem://"
+    assert s.slack_webhook_url is None
+
+
+def test_derived_defaults_live_under_var_dir(tmp_path: Path) -> None:
+    s = load_settings(var_dir=str(tmp_path / "state"))
+    assert s.database_url == f"sqlite:///{tmp_path / 'state' / 'retrainer.db'}"
+    assert s.result_backend == f"db+sqlite:///{tmp_path / 'state' / 'celery-results.db'}"
+    assert s.artifact_dir == tmp_path / "state" / "artifacts"
+    assert s.broker_folder == tmp_path / "state" / "broker"
+
+
+def test_yaml_file_from_retrainer_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = write_yaml(tmp_path / "conf.yaml", {
+        "broker_url": "redis://127.0.0.1:6379/0",
+        "worker_threads": 3,
+        "models": {"ctr": {"family": "ctr", "promotion": {"min_improvement_pct": 5},
+                           "accuracy": {"mae_threshold": 0.05}}},
+    })
+    monkeypatch.setenv(CONFIG_ENV, str(cfg))
+    s = load_settings()
+    assert s.broker_url == "redis://127.0.0.1:6379/0"
+    assert s.worker_threads == 3
+    assert s.model("ctr").promotion.min_improvement_pct == 5
+    assert s.model("ctr").accuracy.mae_threshold == 0.05
+    # what the file does not say keeps its default
+    assert s.model("ctr").keep_versions == 10
+
+
+def test_environment_wins_over_yaml(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = write_yaml(tmp_path / "conf.yaml", {"broker_url": "redis://from-yaml:6379/0", "worker_threads": 3})
+    monkeypatch.setenv(CONFIG_ENV, str(cfg))
+    monkeypatch.setenv("RETRAINER_BROKER_URL", "redis://from-env:6379/0")
+    s = load_settings()
+    assert s.broker_url == "redis://from-env:6379/0"
+    assert s.worker_threads == 3  # not overridden: the file's value
+
+
+def test_nested_environment_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETRAINER_WORKER_THREADS", "4")
+    monkeypatch.setenv("RETRAINER_MODELS__CTR__PROMOTION__MIN_IMPROVEMENT_PCT", "7.5")
+    s = load_settings()
+    assert s.worker_threads == 4
+    assert s.model("ctr").promotion.min_improvement_pct == 7.5
+
+
+def test_missing_config_file_is_an_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    missing = tmp_path / "nope.yaml"
+    monkeypatch.setenv(CONFIG_ENV, str(missing))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert CONFIG_ENV in str(info.value)
+    assert str(missing) in str(info.value)
+
+
+def _bad(**kwargs) -> str:
+    with pytest.raises(ConfigError) as info:
+        load_settings(**kwargs)
+    return str(info.value)
+
+
+def test_unknown_family_names_key_and_installed_families() -> None:
+    msg = _bad(models={"ctr": {"family": "no_such_family"}})
+    assert "models.ctr.family" in msg
+    assert "no_such_family" in msg
+    for family in available_families():
+        assert family in msg
+
+
+def test_negative_threshold_names_key() -> None:
+    msg = _bad(models={"ctr": {"accuracy": {"mae_threshold": -0.1}}})
+    assert "models.ctr.accuracy.mae_threshold" in msg
+
+
+@pytest.mark.parametrize("key,value", [
+    ("check", "99 2 * * *"),  # minute out of range
+    ("check", "0 2 * *"),  # four fields
+    ("retrain", "0 3 * * funday"),
+    ("monitor", "every hour"),
+])
+def test_malformed_cron_names_key(key: str, value: str) -> None:
+    msg = _bad(models={"ctr": {"schedules": {key: value}}})
+    assert f"models.ctr.schedules.{key}" in msg
+    assert value in msg
+
+
+def test_unknown_key_is_refused() -> None:
+    msg = _bad(models={"ctr": {"trainign": {}}})
+    assert "models.ctr.trainign" in msg
+
+
+@pytest.mark.parametrize("key,url", [
+    ("database_url", "mongodb://x"),
+    ("broker_url", "http://x"),
+    ("result_backend", "mongodb://x"),
+])
+def test_unsupported_url_scheme_names_key(key: str, url: str) -> None:
+    msg = _bad(**{key: url})
+    assert key in msg
+    assert repr(url.split(":")[0]) in msg
+
+
+@pytest.mark.parametrize("url", [
+    f"http://hooks.slack.com/services/{SECRET_TOKEN}",
+    f"ftp://hooks.slack.com/services/{SECRET_TOKEN}",
+    f"http://evil.example/services/{SECRET_TOKEN}",
+])
+def test_non_https_webhook_refused_without_echoing_it(url: str) -> None:
+    msg = _bad(slack_webhook_url=url)
+    assert "slack_webhook_url" in msg
+    assert SECRET_TOKEN not in msg
+    assert "SECRET" not in msg
+
+
+def test_non_https_webhook_from_env_does_not_leak(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETRAINER_SLACK_WEBHOOK_URL", f"http://hooks.slack.com/services/{SECRET_TOKEN}")
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert "slack_webhook_url" in str(info.value)
+    assert SECRET_TOKEN not in str(info.value)
+    assert SECRET_TOKEN not in repr(info.value)
+
+
+def test_webhook_secret_never_in_repr_str_or_dump(caplog: pytest.LogCaptureFixture) -> None:
+    url = f"https://hooks.slack.com/services/{SECRET_TOKEN}"
+    with caplog.at_level(logging.DEBUG):
+        s = load_settings(slack_webhook_url=url)
+    assert s.slack_webhook_url is not None
+    assert s.slack_webhook_url.get_secret_value() == url
+    assert SECRET_TOKEN not in repr(s)
+    assert SECRET_TOKEN not in str(s)
+    assert SECRET_TOKEN not in str(s.model_dump())
+    assert SECRET_TOKEN not in s.model_dump_json()
+    assert SECRET_TOKEN not in caplog.text
+
+
+def test_loopback_http_webhook_allowed() -> None:
+    s = load_settings(slack_webhook_url="http://127.0.0.1:9999/hook")
+    assert s.slack_webhook_url is not None
+
+
+def test_bad_value_among_good_ones_lists_only_the_bad_key() -> None:
+    msg = _bad(worker_threads=0, models={"ctr": {"training": {"test_fraction": 1.5}}})
+    assert "worker_threads" in msg
+    assert "models.ctr.training.test_fraction" in msg
+    assert "broker_url" not in msg
+
+
+def test_every_schedules_parse() -> None:
+    assert parse_schedule("@every 10s") == timedelta(seconds=10)
+    assert parse_schedule("@every 5m") == timedelta(minutes=5)
+    assert parse_schedule("@every 2h") == timedelta(hours=2)
+    assert parse_schedule("@every 1d") == timedelta(days=1)
+    s = load_settings(models={"ctr": {"schedules": {"check": "@every 10s", "retrain": "@every 1h", "monitor": None}}})
+    assert s.model("ctr").schedules.check == "@every 10s"
+    assert s.model("ctr").schedules.monitor is None
+
+
+def test_cron_parses_into_crontab_fields() -> None:
+    assert parse_schedule("0 3 * * 0") == {
+        "minute": "0", "hour": "3", "day_of_month": "*", "month_of_year": "*", "day_of_week": "0",
+    }
+    with pytest.raises(ValueError):
+        parse_schedule("@every 0s")
+
+
+def test_unknown_model_lookup_names_it() -> None:
+    s = load_settings()
+    with pytest.raises(UnknownModel) as info:
+        s.model("churn")
+    assert "churn" in str(info.value)
+    assert "ctr" in str(info.value)
+
+
+def test_settings_type() -> None:
+    assert isinstance(load_settings(), Settings)
+
+
+def test_empty_webhook_from_env_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETRAINER_SLACK_WEBHOOK_URL", "")
+    assert load_settings().slack_webhook_url is None

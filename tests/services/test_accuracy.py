@@ -1,0 +1,196 @@
+"""services.accuracy: live accuracy aggregated by the database equals numpy on the same rows."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+from sqlalchemy.orm import Session
+
+from retrainer import clock
+from retrainer.config import AccuracyCheck, Settings
+from retrainer.db.records import ModelVersion, RunStatus, TrainingRun, Trigger
+from services import accuracy, predictions
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+HOOKS = ("question", "stat", "story")
+REFERENCE_KEYS = {"status", "model", "production_version", "current_accuracy", "threshold", "checked_at", "message"}
+ACCURACY_KEYS = {"ctr_mae", "ctr_rmse", "ctr_r2", "ctr_accuracy", "total_predictions"}
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock() -> Iterator[None]:
+    with clock.frozen(NOW):
+        yield
+
+
+def expected(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    err = actual - predicted
+    return {
+        "mae": float(np.mean(np.abs(err))),
+        "rmse": float(np.sqrt(np.mean(err**2))),
+        "r2": float(1 - np.sum(err**2) / np.sum((actual - actual.mean()) ** 2)),
+        "accuracy": float(100 * np.mean(np.abs(err) <= 0.2 * np.abs(actual))),
+        "count": len(actual),
+    }
+
+
+def assert_matches(acc: accuracy.Accuracy, exp: dict[str, float]) -> None:
+    assert acc.count == exp["count"]
+    for key in ("mae", "rmse", "r2", "accuracy"):
+        assert getattr(acc, key) == pytest.approx(exp[key], abs=1e-9, rel=0), key
+
+
+def populate(session: Session, n: int = 120, seed: int = 0, model: str = "ctr", version_id: str | None = None,
+             age_days: tuple[float, float] = (0.01, 6.9), noise: float = 0.01, prefix: str = "p") -> dict[str, np.ndarray]:
+    """`n` completed predictions inside the window; returns what was written, for numpy."""
+    rng = np.random.default_rng(seed)
+    actual = rng.uniform(0.01, 0.08, n).round(6)
+    predicted = (actual + rng.normal(0, noise, n)).round(6)
+    hooks = np.array([HOOKS[i % len(HOOKS)] for i in range(n)])
+    for i in range(n):
+        at = NOW - timedelta(days=float(rng.uniform(*age_days)))
+        pid = f"{prefix}{seed}-{i}"
+        predictions.log_prediction(session, model, {"x": float(i)}, float(predicted[i]), version_id=version_id,
+                                   hook_type=str(hooks[i]), prediction_id=pid, at=at)
+        session.flush()
+        predictions.record_outcome(session, pid, float(actual[i]), at=at + timedelta(hours=1))
+    session.flush()
+    return {"actual": actual, "predicted": predicted, "hook": hooks}
+
+
+def test_sql_aggregates_equal_numpy(session: Session) -> None:
+    data = populate(session)
+    acc = accuracy.live_accuracy(session, "ctr", lookback_days=7)
+    assert_matches(acc, expected(data["actual"], data["predicted"]))
+    assert acc.as_dict()["count"] == 120
+    assert 0 < acc.accuracy < 100  # a meaningful mix, not a degenerate all/none case
+
+
+def test_window_excludes_old_rows_and_counts_only_completed(session: Session) -> None:
+    data = populate(session, n=60, seed=1)
+    populate(session, n=25, seed=2, age_days=(7.5, 30), noise=0.2)  # older than the look-back: ignored
+    populate(session, n=10, seed=3, model="other", noise=0.3)  # another model: ignored
+    for i in range(15):  # predictions without an outcome yet: ignored
+        predictions.log_prediction(session, "ctr", {"x": 1.0}, 0.9, prediction_id=f"open-{i}",
+                                   at=NOW - timedelta(days=1))
+    session.flush()
+    acc = accuracy.live_accuracy(session, "ctr", lookback_days=7)
+    assert_matches(acc, expected(data["actual"], data["predicted"]))
+    # a wider window takes the old rows in
+    assert accuracy.live_accuracy(session, "ctr", lookback_days=31).count == 85
+
+
+def test_filter_by_version(session: Session) -> None:
+    a = populate(session, n=40, seed=4, version_id="ctr-v1", prefix="a")
+    b = populate(session, n=30, seed=5, version_id="ctr-v2", prefix="b", noise=0.03)
+    assert_matches(accuracy.live_accuracy(session, "ctr", version_id="ctr-v1"), expected(a["actual"], a["predicted"]))
+    assert_matches(accuracy.live_accuracy(session, "ctr", version_id="ctr-v2"), expected(b["actual"], b["predicted"]))
+    assert accuracy.live_accuracy(session, "ctr").count == 70
+
+
+def test_no_rows(session: Session) -> None:
+    acc = accuracy.live_accuracy(session, "ctr")
+    assert acc == accuracy.Accuracy(None, None, None, None, 0)
+
+
+def test_breakdown_by_hook_type(session: Session) -> None:
+    data = populate(session, n=90, seed=6)
+    parts = accuracy.breakdown(session, "ctr", by="hook_type")
+    assert sorted(parts) == sorted(HOOKS)
+    for hook in HOOKS:
+        mask = data["hook"] == hook
+        assert_matches(parts[hook], expected(data["actual"][mask], data["predicted"][mask]))
+    assert sum(p.count for p in parts.values()) == 90
+    with pytest.raises(ValueError, match="hook_type"):
+        accuracy.breakdown(session, "ctr", by="features")
+
+
+def _production(session: Session, version_id: str = "ctr-v1") -> None:
+    session.add(ModelVersion(
+        version_id=version_id, model="ctr", number=int(version_id.rsplit("v", 1)[1]), family="ctr",
+        algorithm="xgboost", is_production=True, num_training_samples=1, training_duration_seconds=1.0,
+        hyperparameters={}, metrics={}, artifact_uri="/unused", artifact_sha256="0" * 64, library_versions={},
+    ))
+    session.flush()
+
+
+def test_check_insufficient_data(session: Session) -> None:
+    populate(session, n=20, seed=7)
+    result = accuracy.check(session, "ctr", AccuracyCheck(min_samples=50))
+    assert REFERENCE_KEYS | {"count"} <= set(result)
+    assert set(result["current_accuracy"]) == ACCURACY_KEYS
+    assert result["status"] == "insufficient_data"
+    assert result["count"] == 20
+    assert result["current_accuracy"]["total_predictions"] == 20
+    assert "50" in result["message"]
+    assert result["production_version"] is None
+    assert result["checked_at"] == NOW.isoformat()
+
+
+def test_check_no_retrain_needed(session: Session) -> None:
+    data = populate(session, n=60, seed=8, noise=0.005)
+    result = accuracy.check(session, "ctr", AccuracyCheck())
+    assert REFERENCE_KEYS <= set(result)
+    assert result["status"] == "no_retrain_needed"
+    assert result["threshold"] == 0.02
+    exp = expected(data["actual"], data["predicted"])
+    assert exp["mae"] < 0.02
+    assert result["current_accuracy"]["ctr_mae"] == pytest.approx(exp["mae"], abs=1e-9)
+    assert result["current_accuracy"]["ctr_rmse"] == pytest.approx(exp["rmse"], abs=1e-9)
+    assert result["current_accuracy"]["total_predictions"] == 60
+
+
+def test_check_retrain_needed_measures_the_production_version(session: Session) -> None:
+    _production(session, "ctr-v2")
+    bad = populate(session, n=60, seed=9, noise=0.06, version_id="ctr-v2", prefix="bad")
+    populate(session, n=200, seed=10, noise=0.001, version_id="ctr-v1", prefix="old")  # the old version's traffic
+    result = accuracy.check(session, "ctr", AccuracyCheck())
+    assert REFERENCE_KEYS <= set(result)
+    assert result["status"] == "retrain_needed"
+    assert result["production_version"] == "ctr-v2"
+    exp = expected(bad["actual"], bad["predicted"])
+    assert exp["mae"] > 0.02
+    assert result["current_accuracy"]["ctr_mae"] == pytest.approx(exp["mae"], abs=1e-9)
+    assert result["current_accuracy"]["total_predictions"] == 60
+    assert "degraded" in result["message"]
+
+
+def _run(session: Session, run_id: str, hours_ago: float, outcome: str) -> None:
+    session.add(TrainingRun(run_id=run_id, model="ctr", trigger=Trigger.ACCURACY, status=RunStatus.COMPLETED,
+                            outcome=outcome, started_at=NOW - timedelta(hours=hours_ago)))
+    session.flush()
+
+
+def test_check_cooldown_after_a_kept_candidate(session: Session) -> None:
+    populate(session, n=60, seed=11, noise=0.06)
+    cfg = AccuracyCheck(cooldown_hours=12)
+    _run(session, "too-old", 30, "kept")  # outside the cooldown
+    _run(session, "no-result", 1, "insufficient_data")  # trained nothing: no cooldown
+    _run(session, "promoted", 2, "retrained")  # a new version went live: its accuracy is what counts
+    assert accuracy.check(session, "ctr", cfg)["status"] == "retrain_needed"
+    _run(session, "recent", 3, "kept")
+    cooled = accuracy.check(session, "ctr", cfg)
+    assert cooled["status"] == "no_retrain_needed"
+    assert "cooldown" in cooled["message"] and "kept" in cooled["message"]
+    # cooldown 0 turns it off
+    assert accuracy.check(session, "ctr", AccuracyCheck(cooldown_hours=0))["status"] == "retrain_needed"
+
+
+def test_cooldown_ignores_runs_before_the_current_version_went_live(session: Session) -> None:
+    _production(session, "ctr-v3")
+    session.get(ModelVersion, "ctr-v3").promoted_at = NOW - timedelta(hours=1)
+    populate(session, n=60, seed=14, noise=0.06, version_id="ctr-v3")
+    _run(session, "kept-before-promotion", 3, "kept")
+    assert accuracy.check(session, "ctr", AccuracyCheck(cooldown_hours=12))["status"] == "retrain_needed"
+    _run(session, "kept-after-promotion", 0.5, "kept")
+    assert accuracy.check(session, "ctr", AccuracyCheck(cooldown_hours=12))["status"] == "no_retrain_needed"
+
+
+def test_check_uses_model_config_defaults(settings: Settings, session: Session) -> None:
+    populate(session, n=49, seed=12, noise=0.06)
+    assert accuracy.check(session, "ctr", settings.model("ctr").accuracy)["status"] == "insufficient_data"
+    populate(session, n=1, seed=13, noise=0.06)
+    assert accuracy.check(session, "ctr", settings.model("ctr").accuracy)["status"] == "retrain_needed"

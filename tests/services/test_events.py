@@ -1,0 +1,272 @@
+"""services.events: validation, storage and coalescing into one pending retrain per model."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from retrainer import clock
+from retrainer.config import Settings, UnknownModel
+from retrainer.db import session_scope
+from retrainer.db.records import (
+    Observation,
+    PredictionRecord,
+    PredictionStatus,
+    RequestStatus,
+    RetrainRequest,
+    SystemEvent,
+    Trigger,
+)
+from services import events, predictions, synthetic
+from services.errors import InvalidEvent
+from tests.services.builders import END, START, count
+from tests.support import make_settings, model_config
+
+NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
+FEATURES = {"hook_strength": 0.4, "thumbnail_score": 0.7, "video_length_s": 20.0}
+
+
+@pytest.fixture(autouse=True)
+def pinned_clock() -> Iterator[None]:
+    with clock.frozen(NOW):
+        yield
+
+
+def purchase(**overrides: Any) -> dict[str, Any]:
+    return {"type": "purchase", "model": "ctr", "event_id": "e-1", "features": dict(FEATURES), "value": 0.031,
+            "occurred_at": "2024-05-31T10:00:00+00:00"} | overrides
+
+
+def purchases(n: int, prefix: str, model: str = "ctr") -> list[events.PurchaseEvent]:
+    rows = synthetic.generate(n, START, END, seed=len(prefix) + n)
+    return [events.parse(e) for e in synthetic.as_purchase_events(rows, model, prefix)]  # type: ignore[misc]
+
+
+def requests(session: Session, model: str = "ctr") -> list[RetrainRequest]:
+    session.flush()
+    return list(session.scalars(sa.select(RetrainRequest).where(RetrainRequest.model == model)
+                                .order_by(RetrainRequest.id)))
+
+
+# --- parse ----------------------------------------------------------------------------------------
+
+def test_parse_valid_events() -> None:
+    p = events.parse(purchase())
+    assert isinstance(p, events.PurchaseEvent)
+    assert (p.model, p.event_id, p.value, p.features) == ("ctr", "e-1", 0.031, FEATURES)
+    assert p.occurred_at == datetime(2024, 5, 31, 10, tzinfo=UTC)
+    o = events.parse(json.dumps({"type": "outcome", "prediction_id": "pred-9", "value": 0.02}))
+    assert isinstance(o, events.OutcomeEvent) and o.prediction_id == "pred-9"
+    b = events.parse(json.dumps(purchase()).encode())
+    assert isinstance(b, events.PurchaseEvent)
+
+
+@pytest.mark.parametrize("payload,field", [
+    ("{not json", "JSON"),
+    (purchase(value="lots"), "value"),  # wrong type
+    (purchase(features=[1, 2]), "features"),
+    (purchase(model=""), "model"),
+    ({k: v for k, v in purchase().items() if k != "value"}, "value"),  # missing field
+    ({k: v for k, v in purchase().items() if k != "model"}, "model"),
+    ({"type": "outcome", "value": 0.1}, "prediction_id"),
+    (purchase(value=math.nan), "value"),  # NaN value
+    (purchase(value=math.inf), "value"),
+    ('{"type": "purchase", "model": "ctr", "features": {"a": 1}, "value": NaN}', "value"),
+    (purchase(features={"hook_strength": math.nan}), "hook_strength"),
+    (purchase(features={"nested": {"a": 1}}), "nested"),
+    (purchase(colour="red"), "colour"),  # unknown extra field
+    (purchase(type="refund"), "type"),
+    ({"model": "ctr", "value": 1}, "type"),
+    (purchase(event_id="x" * 65), "event_id"),
+    (purchase(occurred_at="yesterday"), "occurred_at"),
+    ("[1, 2, 3]", "event"),
+])
+def test_parse_rejects_naming_the_field(payload: Any, field: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        events.parse(payload)
+    assert field in str(info.value)
+
+
+def test_oversized_events_are_refused() -> None:
+    big = {f"f{i}": 0.123456789 for i in range(5000)}
+    assert len(json.dumps(purchase(features=big))) > 64 * 1024
+    with pytest.raises(InvalidEvent, match="65536"):
+        events.parse(purchase(features=big))
+    with pytest.raises(InvalidEvent, match="65536"):
+        events.parse(json.dumps(purchase(features=big)))
+    # the limit is in bytes: 40 000 two-byte characters are 80 000 bytes
+    wide = json.dumps(purchase(features={"hook_strength": 1.0, "note": "é" * 40_000}), ensure_ascii=False)
+    assert len(wide) < 64 * 1024 < len(wide.encode())
+    with pytest.raises(InvalidEvent, match="bytes"):
+        events.parse(wide)
+    # just under the limit is fine
+    events.parse(purchase(features={f"f{i}": 0.5 for i in range(3000)}))
+
+
+# --- store and coalesce ------------------------------------------------------------------------------
+
+def test_a_storm_of_purchases_yields_one_retrain(settings: Settings, session: Session) -> None:
+    result = events.store(session, settings, purchases(200, "storm"))
+    assert result.stored == 200 and result.duplicates == 0
+    assert len(result.enqueue) == 1
+    job = result.enqueue[0]
+    assert job.model == "ctr"
+    assert job.countdown == settings.model("ctr").debounce_seconds
+    assert result.coalesced == 199
+    [req] = requests(session)
+    assert req.id == job.request_id
+    assert req.status == RequestStatus.PENDING
+    assert req.event_count == 200
+    assert req.trigger == Trigger.EVENT
+    assert req.not_before == NOW + timedelta(seconds=settings.model("ctr").debounce_seconds)
+    assert count(session, Observation, Observation.model == "ctr") == 200
+    stored = session.scalars(sa.select(Observation).order_by(Observation.event_time)).all()
+    assert stored[0].event_time == START and stored[0].source == "event"
+
+    # a second batch inside the window joins the pending request
+    again = events.store(session, settings, purchases(50, "storm2"))
+    assert again.enqueue == [] and again.stored == 50 and again.coalesced == 50
+    [req] = requests(session)
+    assert req.event_count == 250
+
+
+def test_an_event_during_a_run_schedules_exactly_one_follow_up(settings: Settings, session: Session) -> None:
+    first = events.store(session, settings, purchases(3, "a"))
+    [req] = requests(session)
+    req.status = RequestStatus.RUNNING  # the retrain started
+    session.flush()
+    follow = events.store(session, settings, purchases(1, "b"))
+    assert len(follow.enqueue) == 1
+    assert follow.enqueue[0].request_id != first.enqueue[0].request_id
+    nothing_more = events.store(session, settings, purchases(1, "c"))
+    assert nothing_more.enqueue == []
+    rows = requests(session)
+    assert [r.status for r in rows] == [RequestStatus.RUNNING, RequestStatus.PENDING]
+    assert rows[1].event_count == 2
+    assert count(session, Observation) == 5
+
+
+def test_duplicate_event_ids_are_stored_once(settings: Settings, session: Session) -> None:
+    batch = [events.parse(purchase(event_id="dup")), events.parse(purchase(event_id="dup", value=0.5)),
+             events.parse(purchase(event_id="other"))]
+    result = events.store(session, settings, batch)
+    assert (result.stored, result.duplicates) == (2, 1)
+    again = events.store(session, settings, [events.parse(purchase(event_id="dup"))])
+    assert (again.stored, again.duplicates) == (0, 1)
+    assert count(session, Observation) == 2
+    labels = session.scalars(sa.select(Observation.label).where(Observation.event_id == "dup")).all()
+    assert labels == [pytest.approx(0.031)]  # the first delivery wins
+
+
+def test_a_redelivered_batch_does_not_ask_for_another_retrain(settings: Settings, session: Session) -> None:
+    batch = purchases(20, "redeliver")
+    events.store(session, settings, batch)
+    [req] = requests(session)
+    req.status = RequestStatus.RUNNING
+    session.flush()
+    # the broker hands the same message to a worker again: every event is a duplicate
+    again = events.store(session, settings, batch)
+    assert (again.stored, again.duplicates) == (0, 20)
+    assert again.enqueue == []
+    assert [r.status for r in requests(session)] == [RequestStatus.RUNNING]
+
+
+def test_outcome_for_unknown_prediction_is_rejected_and_the_rest_stored(settings: Settings, session: Session) -> None:
+    predictions.log_prediction(session, "ctr", FEATURES, 0.03, prediction_id="known",
+                               at=NOW - timedelta(hours=5))
+    session.flush()
+    batch = [
+        events.parse({"type": "outcome", "prediction_id": "known", "value": 0.05, "event_id": "o-1"}),
+        events.parse({"type": "outcome", "prediction_id": "ghost", "value": 0.05}),
+        events.parse(purchase(event_id="p-1")),
+    ]
+    result = events.store(session, settings, batch)
+    assert result.stored == 2
+    assert len(result.rejected) == 1
+    index, reason = result.rejected[0]
+    assert index == 1 and "ghost" in reason
+    rec = session.scalar(sa.select(PredictionRecord).where(PredictionRecord.prediction_id == "known"))
+    assert rec.status == PredictionStatus.COMPLETED and rec.actual == pytest.approx(0.05)
+    assert sorted(session.scalars(sa.select(Observation.event_id))) == ["o-1", "p-1"]
+    assert len(result.enqueue) == 1  # the purchase asks for a retrain; outcomes alone do not
+
+
+def test_outcomes_only_do_not_request_a_retrain(settings: Settings, session: Session) -> None:
+    predictions.log_prediction(session, "ctr", FEATURES, 0.03, prediction_id="k2")
+    session.flush()
+    result = events.store(session, settings, [events.parse({"type": "outcome", "prediction_id": "k2", "value": 0.1})])
+    assert result.stored == 1 and result.enqueue == []
+    assert requests(session) == []
+
+
+def test_unknown_model_stores_nothing(settings: Settings, session: Session) -> None:
+    predictions.log_prediction(session, "ctr", FEATURES, 0.03, prediction_id="k3")
+    session.flush()
+    batch = [events.parse(purchase(event_id="ok")),
+             events.parse({"type": "outcome", "prediction_id": "k3", "value": 0.1}),
+             events.parse(purchase(event_id="bad", model="churn"))]
+    with pytest.raises(UnknownModel) as info:
+        events.store(session, settings, batch)
+    assert "churn" in str(info.value)
+    session.flush()
+    assert count(session, Observation) == 0
+    assert requests(session) == []
+    assert session.scalar(sa.select(PredictionRecord.status)) == PredictionStatus.PREDICTED
+
+
+def test_one_request_per_model(tmp_path: Path, db_url: str) -> None:
+    settings = make_settings(tmp_path, db_url, models={"ctr": model_config(), "roas": model_config(debounce_seconds=30)})
+    with session_scope(db_url) as s:
+        result = events.store(s, settings, purchases(5, "c") + purchases(7, "r", model="roas"))
+        jobs = {j.model: j for j in result.enqueue}
+        assert set(jobs) == {"ctr", "roas"}
+        assert jobs["roas"].countdown == 30
+        assert {r.model: r.event_count for r in s.scalars(sa.select(RetrainRequest))} == {"ctr": 5, "roas": 7}
+
+
+def test_a_stale_pending_request_is_sent_again(settings: Settings, session: Session) -> None:
+    events.store(session, settings, purchases(2, "old"))
+    [req] = requests(session)
+    with clock.frozen(NOW + timedelta(minutes=5)):
+        assert events.store(session, settings, purchases(1, "x")).enqueue == []
+    with clock.frozen(NOW + events.STALE_PENDING + timedelta(minutes=1)):
+        again = events.store(session, settings, purchases(1, "y"))
+    assert len(again.enqueue) == 1
+    assert again.enqueue[0].request_id == req.id and again.enqueue[0].countdown == 0
+    assert [r.event_count for r in requests(session)] == [4]
+
+
+def test_coalesce_for_a_check_runs_now(settings: Settings, session: Session) -> None:
+    job = events.coalesce(session, settings, "ctr", trigger=Trigger.ACCURACY, requested_by="check", window=0)
+    assert job is not None and job.countdown == 0
+    assert events.coalesce(session, settings, "ctr", trigger=Trigger.ACCURACY, requested_by="check", window=0) is None
+    [req] = requests(session)
+    assert req.trigger == Trigger.ACCURACY and req.event_count == 2 and req.requested_by == "check"
+
+
+def test_batch_limit(settings: Settings, session: Session) -> None:
+    one = events.parse(purchase())
+    with pytest.raises(InvalidEvent, match=str(events.MAX_BATCH)):
+        events.store(session, settings, [one] * (events.MAX_BATCH + 1))
+    session.flush()
+    assert count(session, Observation) == 0
+
+
+def test_reject_keeps_the_bad_event(session: Session) -> None:
+    events.reject(session, "{broken", "event is not valid JSON")
+    events.reject(session, {"type": "purchase", "value": "x" * 5000}, "value: not a number")
+    session.flush()
+    rows = session.scalars(sa.select(SystemEvent).where(SystemEvent.kind == "event_rejected")
+                           .order_by(SystemEvent.id)).all()
+    assert len(rows) == 2
+    assert rows[0].payload == {"payload": "{broken", "error": "event is not valid JSON"}
+    assert len(rows[1].payload["payload"]) == 2000
+    assert "not a number" in rows[1].message

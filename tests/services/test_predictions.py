@@ -1,0 +1,128 @@
+"""services.predictions: logging predictions, recording outcomes, serving from production."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from retrainer import clock
+from retrainer.config import Settings
+from retrainer.db.records import Observation, PredictionRecord, PredictionStatus
+from services import predictions, registry, synthetic
+from services.errors import NoProductionVersion, PredictionNotFound
+from tests.services.builders import START, count, make_version
+
+FEATURES = {"hook_strength": 0.4, "thumbnail_score": 0.7, "video_length_s": 20.0, "hour_of_day": 9.0,
+            "audience_size_log": 5.0}
+
+
+def test_log_then_outcome_completes_and_writes_one_observation(session: Session) -> None:
+    at = datetime(2024, 5, 1, 10, 0, tzinfo=UTC)
+    rec = predictions.log_prediction(session, "ctr", FEATURES, 0.031, version_id="ctr-v1", confidence=0.8,
+                                     hook_type="question", template_id="t2", prediction_id="pred-1", at=at)
+    session.flush()
+    assert rec.status == PredictionStatus.PREDICTED and rec.actual is None and rec.error is None
+    done = predictions.record_outcome(session, "pred-1", 0.04, at=at + timedelta(hours=3))
+    session.flush()
+    session.expire_all()
+    row = session.scalar(sa.select(PredictionRecord).where(PredictionRecord.prediction_id == "pred-1"))
+    assert row is not None and row.id == done.id
+    assert row.status == PredictionStatus.COMPLETED
+    assert row.actual == pytest.approx(0.04)
+    assert row.error == pytest.approx(abs(0.04 - 0.031))
+    assert row.completed_at == at + timedelta(hours=3)
+    assert row.predicted_at == at
+    assert (row.hook_type, row.template_id, row.version_id, row.confidence) == ("question", "t2", "ctr-v1", 0.8)
+    obs = session.scalars(sa.select(Observation)).all()
+    assert len(obs) == 1
+    assert obs[0].model == "ctr"
+    assert obs[0].label == pytest.approx(0.04)
+    assert obs[0].features == FEATURES
+    assert obs[0].event_time == at  # the prediction's time: when the features were observed
+    assert obs[0].source == "outcome"
+
+
+def test_repeated_outcome_is_idempotent(session: Session) -> None:
+    predictions.log_prediction(session, "ctr", FEATURES, 0.03, prediction_id="pred-2")
+    first = predictions.record_outcome(session, "pred-2", 0.05, at=datetime(2024, 5, 2, tzinfo=UTC))
+    session.flush()
+    again = predictions.record_outcome(session, "pred-2", 0.05, at=datetime(2024, 5, 9, tzinfo=UTC))
+    session.flush()
+    assert again.id == first.id
+    assert again.completed_at == datetime(2024, 5, 2, tzinfo=UTC)  # the re-delivery changed nothing
+    assert count(session, Observation) == 1
+    assert count(session, PredictionRecord) == 1
+
+
+def test_outcome_event_id_is_the_observation_event_id(session: Session) -> None:
+    predictions.log_prediction(session, "ctr", FEATURES, 0.03, prediction_id="pred-3")
+    predictions.record_outcome(session, "pred-3", 0.02, event_id="evt-77")
+    session.flush()
+    assert session.scalar(sa.select(Observation.event_id)) == "evt-77"
+
+
+def test_unknown_prediction(session: Session) -> None:
+    with pytest.raises(PredictionNotFound) as info:
+        predictions.record_outcome(session, "no-such-id", 0.1)
+    assert info.value.prediction_id == "no-such-id"
+    assert "no-such-id" in str(info.value)
+    assert count(session, Observation) == 0
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_non_finite_values_are_refused_naming_the_field(session: Session, bad: float) -> None:
+    with pytest.raises(ValueError, match=r"features\.hook_strength"):
+        predictions.log_prediction(session, "ctr", {**FEATURES, "hook_strength": bad}, 0.03)
+    with pytest.raises(ValueError, match="predicted"):
+        predictions.log_prediction(session, "ctr", FEATURES, bad)
+    with pytest.raises(ValueError, match="confidence"):
+        predictions.log_prediction(session, "ctr", FEATURES, 0.03, confidence=bad)
+    predictions.log_prediction(session, "ctr", FEATURES, 0.03, prediction_id="pred-4")
+    session.flush()
+    with pytest.raises(ValueError, match="actual"):
+        predictions.record_outcome(session, "pred-4", bad)
+    session.flush()
+    assert count(session, PredictionRecord) == 1
+    assert session.scalar(sa.select(PredictionRecord.status)) == PredictionStatus.PREDICTED
+
+
+@pytest.mark.parametrize("features,field", [
+    ({}, "features"),
+    ({"flag": True}, "features.flag"),
+    ({"nested": {"a": 1}}, "features.nested"),
+    ("0.3", "features"),
+])
+def test_malformed_features(session: Session, features: object, field: str) -> None:
+    with pytest.raises(ValueError) as info:
+        predictions.log_prediction(session, "ctr", features, 0.03)  # type: ignore[arg-type]
+    assert str(info.value).startswith(field)
+
+
+def test_predict_without_production(session: Session) -> None:
+    with pytest.raises(NoProductionVersion) as info:
+        predictions.predict(session, "ctr", [FEATURES])
+    assert info.value.model == "ctr"
+    assert count(session, PredictionRecord) == 0
+
+
+def test_predict_serves_production_and_logs(settings: Settings, session: Session) -> None:
+    version = make_version(session, settings, 1)
+    registry.swap_production(session, "ctr", version.version_id, None)
+    rows = [r.features for r in synthetic.generate(5, START, START + timedelta(days=1), seed=99)]
+    with clock.frozen(datetime(2024, 5, 5, tzinfo=UTC)):
+        logged = predictions.predict(session, "ctr", rows, hook_type="story")
+    session.flush()
+    expected = registry.load_estimator(version).predict(pd.DataFrame(rows))
+    assert [r.version_id for r in logged] == ["ctr-v1"] * 5
+    np.testing.assert_allclose([r.predicted for r in logged], expected)
+    assert {r.hook_type for r in logged} == {"story"}
+    assert {r.predicted_at for r in logged} == {datetime(2024, 5, 5, tzinfo=UTC)}
+    assert count(session, PredictionRecord, PredictionRecord.status == PredictionStatus.PREDICTED) == 5
+    with pytest.raises(ValueError, match=r"rows\[1\]\.hook_strength"):
+        predictions.predict(session, "ctr", [rows[0], {**rows[1], "hook_strength": math.nan}])

@@ -1,0 +1,86 @@
+"""checks.check_accuracy on a real worker (Redis broker, PostgreSQL): live accuracy of the production
+version decides whether a retrain is enqueued."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from retrainer.db import session_scope
+from retrainer.db.records import RetrainRequest, RunStatus, TrainingRun, Trigger
+from services import predictions, synthetic
+from tasks.producer import send_retrain
+from tests.support import make_settings, model_config, wait_until
+from tests.tasks.helpers import count, rows, seed_observations
+
+pytestmark = [pytest.mark.worker, pytest.mark.redis, pytest.mark.postgres]
+
+
+def log_outcomes(url: str, model: str, version_id: str, n: int, offset: float, seed: int) -> None:
+    """`n` served predictions over the last few days whose real outcome is `offset` above the prediction."""
+    now = datetime.now(UTC)
+    generated = synthetic.generate(n, now - timedelta(days=3), now - timedelta(minutes=5), seed=seed)
+    with session_scope(url) as session:
+        for i, row in enumerate(generated):
+            predicted = round(row.label, 5)
+            record = predictions.log_prediction(
+                session, model, row.features, predicted, version_id=version_id,
+                prediction_id=f"{model}-p{i}", at=row.event_time, hook_type=row.hook_type,
+            )
+            session.flush()
+            predictions.record_outcome(session, record.prediction_id, predicted + offset, at=row.event_time)
+
+
+def test_check_accuracy_enqueues_a_retrain_only_when_live_accuracy_degrades(
+    tmp_path: Path, pg_url: str, redis_url: str, start_worker, make_celery
+) -> None:
+    # no cooldown: a retrain just made the production versions, and the check must still act
+    cfg = model_config(accuracy={"cooldown_hours": 0, "mae_threshold": 0.02, "min_samples": 50})
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url, models={"ctr": cfg, "ctr_ok": cfg})
+    seed_observations(pg_url, 600, model="ctr", seed=1)
+    seed_observations(pg_url, 600, model="ctr_ok", seed=2)
+    app = make_celery(settings)
+    start_worker(settings, concurrency=2)
+
+    def check(model: str) -> dict:
+        return app.send_task("checks.check_accuracy", kwargs={"model": model}, queue="checks").get(timeout=60)
+
+    for model in ("ctr", "ctr_ok"):
+        assert send_retrain(model, settings=settings, via=app).get(timeout=120)["status"] == "retrained"
+
+    # too few outcomes yet: no decision either way
+    early = check("ctr")
+    assert early["status"] == "insufficient_data", early
+    assert early["retrain_enqueued"] is False
+
+    log_outcomes(pg_url, "ctr", "ctr-v1", 60, offset=0.05, seed=11)  # off by 0.05 > 0.02
+    log_outcomes(pg_url, "ctr_ok", "ctr_ok-v1", 60, offset=0.004, seed=12)  # well inside
+
+    degraded = check("ctr")
+    assert degraded["status"] == "retrain_needed", degraded
+    assert degraded["retrain_enqueued"] is True
+    assert degraded["production_version"] == "ctr-v1"
+    assert degraded["current_accuracy"]["total_predictions"] == 60
+    assert degraded["current_accuracy"]["ctr_mae"] == pytest.approx(0.05, abs=1e-6)
+
+    run = wait_until(
+        lambda: rows(pg_url, TrainingRun, TrainingRun.trigger == Trigger.ACCURACY,
+                     TrainingRun.status == RunStatus.COMPLETED),
+        timeout=120, what="the accuracy-triggered retrain",
+    )[0]
+    assert run.model == "ctr"
+    assert run.outcome in ("retrained", "kept")
+    (request,) = rows(pg_url, RetrainRequest, RetrainRequest.model == "ctr")
+    assert request.trigger == Trigger.ACCURACY and request.run_id == run.run_id
+    assert run.dataset_size == 660  # the 60 outcomes became training rows too
+
+    healthy = check("ctr_ok")
+    assert healthy["status"] == "no_retrain_needed", healthy
+    assert healthy["retrain_enqueued"] is False
+    assert healthy["current_accuracy"]["ctr_mae"] == pytest.approx(0.004, abs=1e-6)
+    # the check commits a request before it enqueues; none means nothing was or will be enqueued
+    assert count(pg_url, RetrainRequest, RetrainRequest.model == "ctr_ok") == 0
+    assert count(pg_url, TrainingRun, TrainingRun.model == "ctr_ok") == 1  # only the first retrain
+    assert count(pg_url, TrainingRun, TrainingRun.trigger == Trigger.ACCURACY) == 1
