@@ -334,3 +334,7 @@ def main() -> None:
         console.print(f"error: {exc}", highlight=False, markup=False)
         sys.exit(1)
 
+
+
+if __name__ == "__main__":
+    main()
