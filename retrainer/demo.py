@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.table import Table
+
+from retrainer.processes import child_env, start_beat, start_worker, write_config
 
 DEMO_DIR = Path("var/demo")
 MODEL = "ctr"
@@ -46,26 +45,18 @@ def demo_config(var_dir: Path) -> dict[str, Any]:
 class Processes:
     """The worker and beat children; always stopped, even on Ctrl-C or an error."""
 
-    def __init__(self, var_dir: Path):
-        self.var_dir, self.children = var_dir, []
+    def __init__(self, var_dir: Path, config: Path):
+        self.var_dir, self.env, self.children = var_dir, child_env(config), []
 
-    def start(self, name: str, *args: str) -> Path:
-        log = self.var_dir / f"{name}.log"
-        proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", *args], stdout=log.open("w"),
-                                stderr=subprocess.STDOUT, start_new_session=True)
-        self.children.append(proc)
-        return log
+    def worker(self) -> None:
+        self.children.append(start_worker(self.var_dir / "worker.log", name="demo", env=self.env))
+
+    def beat(self) -> None:
+        self.children.append(start_beat(self.var_dir / "beat.log", self.var_dir / "celerybeat-schedule", self.env))
 
     def stop(self) -> None:
-        for proc in self.children:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-        for proc in self.children:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        for child in reversed(self.children):
+            child.stop()
 
 
 def wait_for(predicate: Any, timeout: float, what: str) -> Any:
@@ -82,12 +73,12 @@ def run(keep: bool = True) -> int:
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     DEMO_DIR.mkdir(parents=True)
     config = DEMO_DIR / "retrainer.yaml"
-    config.write_text(yaml.safe_dump(demo_config(DEMO_DIR)))
+    write_config(demo_config(DEMO_DIR), config)
     os.environ["RETRAINER_CONFIG"] = str(config)  # this process and its children read the same file
     from retrainer.config import reset_settings
 
     reset_settings()
-    procs = Processes(DEMO_DIR)
+    procs = Processes(DEMO_DIR, config)
     t0 = time.monotonic()
     try:
         _story(procs)
@@ -119,9 +110,8 @@ def _story(procs: Processes) -> None:
     step = _stepper()
     step("Embedded default: SQLite + filesystem broker; starting a real Celery worker")
     upgrade(url)
-    worker_log = procs.start("worker", "worker", "-Q", "training,events,checks,notifications", "-c", "2",
-                             "-l", "info", "--without-mingle", "--without-gossip", "-n", "demo@%h")
-    wait_for(lambda: "ready." in worker_log.read_text(), 60, "the worker")
+    with console.status("waiting for the worker …"):
+        procs.worker()
 
     now = clock.now()
     drift_at = now - timedelta(days=DAYS)
@@ -154,7 +144,7 @@ def _story(procs: Processes) -> None:
         console.print(f"  day {day + 1}: {live.count:4d} outcomes in the 7-day window, live MAE {live.mae:.4f} {flag}")
 
     step("Starting Celery beat: accuracy check every 5 s (daily 02:00 in production)")
-    procs.start("beat", "beat", "-s", str(DEMO_DIR / "celerybeat-schedule"), "-l", "info")
+    procs.beat()
 
     def run_done(trigger: str) -> TrainingRun | None:
         with session_scope(url) as s:

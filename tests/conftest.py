@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from retrainer.config import Settings
 from retrainer.db import dispose_engines, session_scope
 from retrainer.db.migrate import upgrade
-from tests.support import POSTGRES_SERVER, REDIS_SERVER, RUN_ID, Worker, make_settings, need
+from tests.support import POSTGRES_SERVER, REDIS_SERVER, RUN_ID, Worker, make_settings, need, start_test_worker
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
@@ -100,7 +100,7 @@ def start_worker(tmp_path: Path) -> Iterator[Any]:
     started: list[Worker] = []
 
     def start(settings: Settings, **kwargs: Any) -> Worker:
-        worker = Worker(settings, tmp_path, **kwargs)
+        worker = start_test_worker(settings, tmp_path, **kwargs)
         started.append(worker)
         return worker
 

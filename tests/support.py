@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from retrainer.config import Settings, load_settings
+from retrainer.processes import ALL_QUEUES, CeleryProcess, child_env, start_worker, write_config
 
 POSTGRES_SERVER = os.environ.get("RETRAINER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_SERVER = os.environ.get("RETRAINER_TEST_REDIS", "redis://127.0.0.1:6379/13")
@@ -59,56 +56,14 @@ def make_settings(tmp_path: Path, database_url: str, broker_url: str = "filesyst
     return load_settings(**data)
 
 
-def write_config(settings: Settings, path: Path) -> Path:
-    """The settings as a retrainer.yaml a worker subprocess reads through RETRAINER_CONFIG."""
-    data = settings.model_dump(mode="json")
-    if settings.slack_webhook_url is not None:
-        data["slack_webhook_url"] = settings.slack_webhook_url.get_secret_value()
-    path.write_text(yaml.safe_dump(data))
-    return path
+Worker = CeleryProcess
 
 
-
-class Worker:
-    """A `celery -A tasks worker` child process; stopped (and reaped) by the fixture."""
-
-    def __init__(self, settings: Settings, workdir: Path, queues: str = "training,events,checks,notifications",
-                 concurrency: int = 2):
-        self.config = write_config(settings, workdir / "retrainer.yaml")
-        self.log = workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RETRAINER_")}
-        env |= {"RETRAINER_CONFIG": str(self.config), "PYTHONUNBUFFERED": "1"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queues, "-c", str(concurrency),
-             "-l", "info", "--without-mingle", "--without-gossip", "-n", f"test-{uuid.uuid4().hex[:6]}@%h"],
-            cwd=workdir, env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
-        )
-        self.wait_for("ready.", timeout=60)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
-            time.sleep(0.2)
-        raise TimeoutError(f"worker did not log {text!r} in {timeout}s:\n{self.output()[-3000:]}")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+def start_test_worker(settings: Settings, workdir: Path, queues: str = ALL_QUEUES, concurrency: int = 2) -> Worker:
+    """A real `celery -A tasks worker` child reading `settings` from a YAML file."""
+    config = write_config(settings, workdir / f"retrainer-{uuid.uuid4().hex[:6]}.yaml")
+    return start_worker(workdir / f"worker-{uuid.uuid4().hex[:6]}.log", queues, concurrency, "test",
+                        child_env(config), cwd=workdir)
 
 
 def wait_until(predicate: Any, timeout: float = 60, interval: float = 0.25, what: str = "condition") -> Any:

@@ -1,0 +1,92 @@
+"""Celery worker and beat as child processes: used by the demo, the integration tests and the
+benchmarks, so all three run the same real processes the same way."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from retrainer.config import Settings
+
+ALL_QUEUES = "training,events,checks,notifications"
+
+
+def write_config(settings: Settings | dict[str, Any], path: Path) -> Path:
+    """Settings as a retrainer.yaml that a child reads through RETRAINER_CONFIG (secrets included)."""
+    if isinstance(settings, Settings):
+        data = settings.model_dump(mode="json")
+        if settings.slack_webhook_url is not None:
+            data["slack_webhook_url"] = settings.slack_webhook_url.get_secret_value()
+    else:
+        data = settings
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def child_env(config: Path) -> dict[str, str]:
+    """This environment without RETRAINER_* overrides, reading `config`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRAINER_")}
+    return env | {"RETRAINER_CONFIG": str(config.resolve()), "PYTHONUNBUFFERED": "1"}
+
+
+class CeleryProcess:
+    """`python -m celery -A tasks ARGS` in its own process group, logging to a file."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
+        self.log = log
+        self.proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", *args], cwd=cwd, env=env,
+                                     stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def wait_for(self, text: str, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.output():
+                return
+            if not self.alive():
+                raise RuntimeError(f"celery exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
+            time.sleep(0.2)
+        raise TimeoutError(f"celery did not log {text!r} in {timeout}s:\n{self.output()[-3000:]}")
+
+    def stop(self, timeout: float = 20) -> None:
+        """Warm shutdown (SIGTERM to the group), then SIGKILL; always reaped."""
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+
+def start_worker(log: Path, queues: str = ALL_QUEUES, concurrency: int = 2, name: str = "worker",
+                 env: dict[str, str] | None = None, cwd: Path | None = None, loglevel: str = "info",
+                 ready_timeout: float = 90) -> CeleryProcess:
+    worker = CeleryProcess(
+        ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "--without-mingle", "--without-gossip",
+         "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h"], log, env, cwd)
+    try:
+        worker.wait_for("ready.", ready_timeout)
+    except BaseException:
+        worker.stop()
+        raise
+    return worker
+
+
+def start_beat(log: Path, schedule_file: Path, env: dict[str, str] | None = None,
+               cwd: Path | None = None) -> CeleryProcess:
+    return CeleryProcess(["beat", "-s", str(schedule_file), "-l", "info"], log, env, cwd)
