@@ -87,6 +87,9 @@ def send(webhook_url: SecretStr | None, text: str, blocks: list[dict[str, Any]],
 
 def notify_decision(session: Session, run_id: str, webhook_url: SecretStr | None, timeout: float) -> str:
     text, blocks = decision_message(session, run_id)
+    # End the read before the HTTP call: no transaction stays open while Slack is slow (on SQLite,
+    # whose transactions begin IMMEDIATE, it would hold the database's write lock for every process).
+    session.commit()
     how = send(webhook_url, text, blocks, timeout)
     run = session.get(TrainingRun, run_id)
     audit.record(session, "notification", f"decision for {run_id} {how}: {text}", model=run.model if run else None,

@@ -82,9 +82,7 @@ def predict(session: Session, model: str, rows: list[dict[str, Any]], **segment:
     ]
 
 
-def record_outcome(
-    session: Session, prediction_id: str, actual: float, at: datetime | None = None, event_id: str | None = None
-) -> PredictionRecord:
+def record_outcome(session: Session, prediction_id: str, actual: float, at: datetime | None = None) -> PredictionRecord:
     """Attach the real outcome; idempotent for the same value (a re-delivered event changes nothing)."""
     actual = check_value(actual, "actual")
     record = session.scalar(
@@ -95,19 +93,14 @@ def record_outcome(
     if record.status == PredictionStatus.COMPLETED and record.actual == actual:
         return record
     when = at or clock.now()
-    first_outcome = record.status != PredictionStatus.COMPLETED
+    corrected = record.status == PredictionStatus.COMPLETED  # a later, different value replaces the first
     record.actual, record.error = actual, abs(actual - record.predicted)
     record.status, record.completed_at = PredictionStatus.COMPLETED, when
-    if first_outcome:
-        session.add(
-            Observation(
-                model=record.model,
-                event_id=event_id or f"outcome:{prediction_id}",
-                features=record.features,
-                label=actual,
-                event_time=record.predicted_at,
-                source="outcome",
-                created_at=when,
-            )
-        )
+    # The training row is keyed by the prediction, so a correction updates it instead of adding one.
+    key = f"outcome:{prediction_id}"
+    if corrected:
+        session.execute(sa.update(Observation).where(Observation.event_id == key).values(label=actual))
+    else:
+        session.add(Observation(model=record.model, event_id=key, features=record.features, label=actual,
+                                event_time=record.predicted_at, source="outcome", created_at=when))
     return record

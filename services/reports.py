@@ -14,7 +14,12 @@ from sqlalchemy.orm import Session
 from retrainer import clock
 from retrainer.config import Settings
 from retrainer.db.records import (
-    ModelEvaluation, ModelVersion, RequestStatus, RetrainRequest, SystemEvent, TrainingRun,
+    ModelEvaluation,
+    ModelVersion,
+    RequestStatus,
+    RetrainRequest,
+    SystemEvent,
+    TrainingRun,
 )
 from services import accuracy, registry
 

@@ -31,7 +31,13 @@ from models.base import LABEL, ArtifactError, DataError, Family, Metrics, load_f
 from retrainer import clock
 from retrainer.config import ModelConfig, Settings, UnknownModel
 from retrainer.db.records import (
-    ModelEvaluation, ModelVersion, RequestStatus, RetrainRequest, RunStatus, Trigger, TrainingRun,
+    ModelEvaluation,
+    ModelVersion,
+    RequestStatus,
+    RetrainRequest,
+    RunStatus,
+    TrainingRun,
+    Trigger,
 )
 from services import artifacts, audit, dataset, policy, registry
 
@@ -163,14 +169,15 @@ def retrain(
         return base | (lock.skipped or {})
     run_id = lock.run_id
     base["run_id"] = run_id
-    artifact: Path | None = None
+    written: list[Path] = []  # the candidate's artifact, filled in as soon as the file exists
     try:
-        result, artifact = _train_and_decide(session, settings, cfg, model, run_id, trigger, request_id)
+        result = _train_and_decide(session, settings, cfg, model, run_id, trigger, request_id, written)
         session.commit()
         return base | result
     except Exception as exc:  # any failure: nothing half-written, the run says why, the worker goes on
         session.rollback()
-        artifacts.remove(artifact)
+        for path in written:  # a failure after the write (rows, swap, lost lock) must not leave the file
+            artifacts.remove(path)
         message = f"{type(exc).__name__}: {exc}"
         try:
             _finish(session, run_id, status=RunStatus.FAILED, outcome="error", error_message=message[:2000])
@@ -187,8 +194,8 @@ def retrain(
 
 def _train_and_decide(
     session: Session, settings: Settings, cfg: ModelConfig, model: str, run_id: str, trigger: Trigger,
-    request_id: int | None,
-) -> tuple[dict[str, Any], Path | None]:
+    request_id: int | None, written: list[Path],
+) -> dict[str, Any]:
     # 2 load + validate
     raw = dataset.load(session, model, cfg.training.max_rows)
     valid = dataset.validate(raw, cfg.features)
@@ -201,7 +208,7 @@ def _train_and_decide(
                 error_message=message)
         _close_request(session, request_id, RequestStatus.COMPLETED)
         audit.record(session, "decision", f"{model}: {message}", model=model, run_id=run_id, outcome="insufficient_data")
-        return {"status": "insufficient_data", "count": len(frame), "message": message}, None
+        return {"status": "insufficient_data", "count": len(frame), "message": message}
 
     champion = registry.production(session, model)
     # No transaction stays open while fitting (on SQLite it would hold the write lock); the
@@ -229,6 +236,7 @@ def _train_and_decide(
 
     # 7 artifact first (atomic rename), then every row and the pointer in this one transaction
     path, checksum = artifacts.write(estimator, Path(settings.artifact_dir) / model, run_id)
+    written.append(path)
     number = registry.next_number(session, model)
     version_id = f"{model}-v{number}"
     now = clock.now()
@@ -287,7 +295,7 @@ def _train_and_decide(
         "reason": decision.reason,
         "retrained_at": now.isoformat(),
     }
-    return result, path
+    return result
 
 
 def _sample(holdout: Any, predicted: np.ndarray) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.base import LABEL, TIME, ArtifactError, load_family
+from models.base import LABEL, ArtifactError, load_family
 from services import artifacts, synthetic
 from services.artifacts import sha256_file
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -195,7 +196,7 @@ def test_outcome_for_unknown_prediction_is_rejected_and_the_rest_stored(settings
     assert index == 1 and "ghost" in reason
     rec = session.scalar(sa.select(PredictionRecord).where(PredictionRecord.prediction_id == "known"))
     assert rec.status == PredictionStatus.COMPLETED and rec.actual == pytest.approx(0.05)
-    assert sorted(session.scalars(sa.select(Observation.event_id))) == ["o-1", "p-1"]
+    assert sorted(session.scalars(sa.select(Observation.event_id))) == ["outcome:known", "p-1"]
     assert len(result.enqueue) == 1  # the purchase asks for a retrain; outcomes alone do not
 
 
@@ -270,3 +271,37 @@ def test_reject_keeps_the_bad_event(session: Session) -> None:
     assert rows[0].payload == {"payload": "{broken", "error": "event is not valid JSON"}
     assert len(rows[1].payload["payload"]) == 2000
     assert "not a number" in rows[1].message
+
+
+def test_concurrent_batches_share_one_pending_request(settings: Settings) -> None:
+    """Two producers store at the same time: the partial unique index makes the second join the first."""
+    url = settings.database_url
+    outcome: dict[str, Any] = {}
+
+    def second_producer() -> None:
+        try:
+            with session_scope(url) as s:
+                outcome["second"] = events.store(s, settings, purchases(30, "second"))
+        except BaseException as exc:  # noqa: BLE001  (reported to the main thread)
+            outcome["second"] = exc
+
+    with session_scope(url) as s:
+        first = events.store(s, settings, purchases(20, "first"))
+        racer = threading.Thread(target=second_producer)
+        racer.start()
+        racer.join(1.0)
+        assert racer.is_alive(), "the second producer did not wait for the first transaction"
+    racer.join(30)
+    second = outcome["second"]
+    assert isinstance(second, events.Stored), second
+    assert len(first.enqueue) == 1 and second.enqueue == []
+    assert second.stored == 30
+    with session_scope(url) as s:
+        [req] = requests(s)
+        assert req.status == RequestStatus.PENDING and req.event_count == 50
+        assert count(s, Observation) == 50
+
+
+def test_parse_refuses_a_boolean_feature_instead_of_reading_it_as_one() -> None:
+    with pytest.raises(InvalidEvent, match=r"features\.flag: expected a number or string, got bool"):
+        events.parse({"type": "purchase", "model": "ctr", "features": {"flag": True}, "value": 0.1})

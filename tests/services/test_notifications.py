@@ -37,7 +37,7 @@ class Hook:
         hook = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", 0))
                 hook.paths.append(self.path)
                 hook.bodies.append(json.loads(self.rfile.read(length)))

@@ -60,11 +60,14 @@ def test_repeated_outcome_is_idempotent(session: Session) -> None:
     assert count(session, PredictionRecord) == 1
 
 
-def test_outcome_event_id_is_the_observation_event_id(session: Session) -> None:
+def test_a_corrected_outcome_updates_the_one_training_row(session: Session) -> None:
     predictions.log_prediction(session, "ctr", FEATURES, 0.03, prediction_id="pred-3")
-    predictions.record_outcome(session, "pred-3", 0.02, event_id="evt-77")
+    predictions.record_outcome(session, "pred-3", 0.02)
+    corrected = predictions.record_outcome(session, "pred-3", 0.025)
     session.flush()
-    assert session.scalar(sa.select(Observation.event_id)) == "evt-77"
+    assert corrected.actual == pytest.approx(0.025) and corrected.error == pytest.approx(0.005)
+    rows = session.execute(sa.select(Observation.event_id, Observation.label)).all()
+    assert [(r.event_id, r.label) for r in rows] == [("outcome:pred-3", pytest.approx(0.025))]
 
 
 def test_unknown_prediction(session: Session) -> None:

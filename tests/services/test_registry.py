@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
@@ -202,3 +204,33 @@ def test_models_are_independent(settings: Settings) -> None:
         assert [v.version_id for v in registry.versions(s, "roas")] == ["roas-v1"]
     assert state(url, "roas")["roas-v1"][0] is True
     assert state(url, "ctr")["ctr-v1"][0] is True
+
+
+def test_racing_promoters_one_wins(three_versions: str) -> None:
+    """Two promoters decided while ctr-v1 was production; they swap at the same time. One wins, the
+    other's compare-and-swap sees the new production and fails (PostgreSQL: row lock, then re-check;
+    SQLite: the second writer waits for the first)."""
+    url = three_versions
+    outcome: dict[str, BaseException | str] = {}
+
+    def second_promoter() -> None:
+        try:
+            with session_scope(url) as s:
+                registry.promote(s, "ctr-v3", expected_id="ctr-v1", actor="second")
+            outcome["second"] = "won"
+        except BaseException as exc:  # noqa: BLE001  (reported to the main thread)
+            outcome["second"] = exc
+
+    with session_scope(url) as s:
+        registry.promote(s, "ctr-v2", expected_id="ctr-v1", actor="first")
+        racer = threading.Thread(target=second_promoter)
+        racer.start()
+        racer.join(1.0)
+        assert racer.is_alive(), "the second promoter did not wait for the first transaction"
+    racer.join(30)
+    assert not racer.is_alive()
+    assert isinstance(outcome["second"], PromotionConflict), outcome
+    assert outcome["second"].actual == "ctr-v2"
+    after = state(url)
+    assert [v for v, (prod, _, _) in after.items() if prod] == ["ctr-v2"]
+    assert after["ctr-v3"][1] == "trained"

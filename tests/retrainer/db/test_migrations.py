@@ -11,8 +11,11 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import IntegrityError
 
-from retrainer.db import get_engine, session_scope
-from retrainer.db import records  # noqa: F401  (every table on the metadata)
+from retrainer.db import (
+    get_engine,
+    records,  # noqa: F401  (every table on the metadata)
+    session_scope,
+)
 from retrainer.db.base import Base
 from retrainer.db.migrate import MIGRATIONS, alembic_config, current_revision, upgrade
 from retrainer.db.records import (
