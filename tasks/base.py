@@ -15,14 +15,14 @@ from sqlalchemy.orm import Session
 from retrainer.config import get_settings
 from retrainer.db import dispose_engines, session_scope
 
-log_context: ContextVar[dict[str, str]] = ContextVar("retrainer_log_context", default={})
+log_context: ContextVar[dict[str, str] | None] = ContextVar("retrainer_log_context", default=None)
 
 
 class ContextFilter(logging.Filter):
     """Adds the running task's id and model to every log record (empty between tasks)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        ctx = log_context.get()
+        ctx = log_context.get() or {}
         record.task_id = ctx.get("task_id", "-")
         record.model = ctx.get("model", "-")
         return True
@@ -46,7 +46,7 @@ def _bind_context(task_id: str, task: Task, kwargs: dict | None = None, **_: obj
 
 @task_postrun.connect
 def _clear_context(**_: object) -> None:
-    log_context.set({})
+    log_context.set(None)
 
 
 @worker_process_init.connect

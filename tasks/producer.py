@@ -63,6 +63,7 @@ def publish_events(raw_events: Iterable[Any], settings: Settings | None = None, 
     settings = settings or get_settings()
     out = Published()
     batch: list[events.PurchaseEvent | events.OutcomeEvent] = []
+    positions: list[int] = []  # each batched event's index in raw_events, to report a rejection by it
 
     def flush() -> None:
         if not batch:
@@ -70,10 +71,11 @@ def publish_events(raw_events: Iterable[Any], settings: Settings | None = None, 
         with session_scope(settings.database_url) as session:
             stored = events.store(session, settings, batch, source="batch")
         out.stored += stored.stored
-        out.rejected += [{"index": -1, "error": error} for _, error in stored.rejected or []]
+        out.rejected += [{"index": positions[i], "error": error} for i, error in stored.rejected or []]
         out.duplicates += stored.duplicates
         out.retrains_enqueued += len(send_jobs(stored.enqueue or [], settings=settings, via=via))
         batch.clear()
+        positions.clear()
 
     for i, raw in enumerate(raw_events):
         try:
@@ -84,7 +86,9 @@ def publish_events(raw_events: Iterable[Any], settings: Settings | None = None, 
             out.rejected.append({"index": i, "error": str(exc)})
             continue
         batch.append(event)
+        positions.append(i)
         if len(batch) >= chunk:
             flush()
     flush()
+    out.rejected.sort(key=lambda r: r["index"])
     return out

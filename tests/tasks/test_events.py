@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 
 from retrainer.db.records import (
-    ModelVersion, Observation, RequestStatus, RetrainRequest, RunStatus, SystemEvent, TrainingRun, Trigger,
+    ModelVersion,
+    Observation,
+    RequestStatus,
+    RetrainRequest,
+    RunStatus,
+    SystemEvent,
+    TrainingRun,
+    Trigger,
 )
 from services import synthetic
 from tasks.producer import publish_events, send_event, send_retrain
@@ -122,9 +129,14 @@ def test_batch_path_stores_everything_and_enqueues_one_retrain_per_model(
     assert all(r.status == RequestStatus.COMPLETED for r in rows(pg_url, RetrainRequest))
     assert len(retrain_task_ids(worker)) == 3
 
-    # the same batch again (a producer retry): nothing stored twice
-    again = publish_events(batch[:100], settings=settings, via=app)
-    assert (again.stored, again.duplicates) == (0, 100)
+    # the same events again (a producer retry): nothing stored twice; bad ones come back by index
+    retry = batch[:100]
+    retry.insert(10, {"type": "outcome", "prediction_id": "p-unknown", "value": 0.1})
+    retry.insert(50, {"type": "purchase", "model": "ctr"})
+    again = publish_events(retry, settings=settings, via=app)
+    assert (again.stored, again.duplicates, again.retrains_enqueued) == (0, 100, 0)
+    assert [r["index"] for r in again.rejected] == [10, 50]
+    assert "p-unknown" in again.rejected[0]["error"] and "Field required" in again.rejected[1]["error"]
     assert count(pg_url, Observation) == 5000
 
 

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
-from retrainer.db.records import ModelVersion, RunStatus, SystemEvent, TrainingRun
-from tasks.producer import send_retrain
+from retrainer.db import session_scope
+from retrainer.db.records import (
+    ModelVersion,
+    RequestStatus,
+    RetrainRequest,
+    RunStatus,
+    SystemEvent,
+    TrainingRun,
+    Trigger,
+)
+from tasks.producer import send_event, send_retrain
 from tests.support import make_settings, model_config, wait_until
-from tests.tasks.helpers import SLOW_PARAMS, count, rows, seed_observations
+from tests.tasks.helpers import SLOW_PARAMS, count, purchase, rows, seed_observations
 
 pytestmark = [pytest.mark.worker, pytest.mark.redis, pytest.mark.postgres]
 
@@ -120,3 +131,62 @@ def test_bad_retrain_input_leaves_worker_working(tmp_path: Path, pg_url: str, re
     assert third["champion_version"] == "ctr-v2"
     assert third["old_metrics"] is not None
     assert worker.alive()
+
+
+def hold_lock(url: str, run_id: str, lease: timedelta) -> None:
+    """A 'running' run row as another worker's retrain would hold it (the model's run lock)."""
+    now = datetime.now(UTC)
+    with session_scope(url) as session:
+        session.add(TrainingRun(run_id=run_id, model="ctr", trigger=Trigger.MANUAL, status=RunStatus.RUNNING,
+                                started_at=now, lease_expires_at=now + lease))
+
+
+def test_follow_up_waits_for_a_held_lock_instead_of_being_lost(tmp_path: Path, pg_url: str, redis_url: str,
+                                                               start_worker, make_celery) -> None:
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url,
+                             models={"ctr": model_config(debounce_seconds=0.5)})
+    seed_observations(pg_url, 600)
+    hold_lock(pg_url, "run_other_worker", lease=timedelta(hours=1))
+    app = make_celery(settings)
+    worker = start_worker(settings, concurrency=2)
+
+    send_event(purchase(event_id="during-the-run"), via=app)
+    (request,) = wait_until(lambda: rows(pg_url, RetrainRequest), timeout=30, what="the follow-up request")
+    skipped = wait_until(
+        lambda: rows(pg_url, TrainingRun, TrainingRun.request_id == request.id, TrainingRun.status == RunStatus.SKIPPED),
+        timeout=30, what="the follow-up to find the lock held",
+    )
+    assert "run_other_worker" in skipped[0].error_message
+    assert rows(pg_url, RetrainRequest)[0].status == RequestStatus.PENDING  # still owed, not dropped
+
+    # the other run finishes; the follow-up's retry (5 s backoff) then takes the lock and trains
+    with session_scope(pg_url) as session:
+        session.execute(sa.update(TrainingRun).where(TrainingRun.run_id == "run_other_worker")
+                        .values(status=RunStatus.COMPLETED, outcome="kept", completed_at=datetime.now(UTC)))
+    (run,) = wait_until(
+        lambda: rows(pg_url, TrainingRun, TrainingRun.request_id == request.id,
+                     TrainingRun.status == RunStatus.COMPLETED),
+        timeout=60, what="the follow-up retrain",
+    )
+    assert run.outcome == "retrained" and run.trigger == Trigger.EVENT
+    assert run.dataset_size == 601
+    (done,) = rows(pg_url, RetrainRequest)
+    assert done.status == RequestStatus.COMPLETED and done.run_id == run.run_id
+    assert "retry: Retry in" in worker.output()
+    assert worker.alive()
+
+
+def test_a_dead_workers_lock_expires(tmp_path: Path, pg_url: str, redis_url: str, start_worker,
+                                     make_celery) -> None:
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url)
+    seed_observations(pg_url, 600)
+    hold_lock(pg_url, "run_of_a_dead_worker", lease=-timedelta(minutes=1))  # its lease is over
+    app = make_celery(settings)
+    start_worker(settings, queues="training,notifications", concurrency=1)
+
+    result = send_retrain("ctr", settings=settings, via=app).get(timeout=120)
+
+    assert result["status"] == "retrained", result
+    (stale,) = rows(pg_url, TrainingRun, TrainingRun.run_id == "run_of_a_dead_worker")
+    assert stale.status == RunStatus.FAILED and "lease expired" in stale.error_message
+    assert count(pg_url, SystemEvent, SystemEvent.kind == "lock_expired") == 1
