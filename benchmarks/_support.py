@@ -15,7 +15,6 @@ import platform
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,11 +29,12 @@ WORKDIR = Path(tempfile.mkdtemp(prefix="retrainer-bench-"))
 atexit.register(shutil.rmtree, WORKDIR, True)
 os.environ.setdefault("RETRAINER_VAR_DIR", str(WORKDIR / "default-var"))
 
-import sqlalchemy as sa  # noqa: E402
-import yaml  # noqa: E402
+import sqlalchemy as sa
 
-from retrainer.config import Settings  # noqa: E402
-from retrainer.db import dispose_engines  # noqa: E402
+from retrainer import processes
+from retrainer.config import Settings
+from retrainer.db import dispose_engines
+from retrainer.processes import CeleryProcess, child_env, write_config
 
 POSTGRES_SERVER = os.environ.get("RETRAINER_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_SERVER = os.environ.get("RETRAINER_BENCH_REDIS", "redis://127.0.0.1:6379/14")
@@ -94,52 +94,12 @@ def redis_cleanup(prefix: str) -> int:
         client.close()
 
 
-def write_config(settings: Settings, path: Path) -> Path:
-    """The settings as a retrainer.yaml a worker subprocess reads through RETRAINER_CONFIG
-    (the same few lines as tests/support.py)."""
-    data = settings.model_dump(mode="json")
-    if settings.slack_webhook_url is not None:
-        data["slack_webhook_url"] = settings.slack_webhook_url.get_secret_value()
-    path.write_text(yaml.safe_dump(data))
-    return path
-
-
-class Worker:
-    """A real `celery -A tasks worker` child process (as tests/support.py starts one)."""
-
-    def __init__(self, settings: Settings, workdir: Path, queues: str, concurrency: int = 2, loglevel: str = "info"):
-        workdir.mkdir(parents=True, exist_ok=True)
-        self.config = write_config(settings, workdir / "retrainer.yaml")
-        self.log = workdir / f"worker-{uuid.uuid4().hex[:6]}.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith("RETRAINER_")}
-        env |= {"RETRAINER_CONFIG": str(self.config), "PYTHONUNBUFFERED": "1"}
-        self.argv = [sys.executable, "-m", "celery", "-A", "tasks", "worker", "-Q", queues, "-c", str(concurrency),
-                     "-l", loglevel, "--without-mingle", "--without-gossip", "-n", f"bench-{uuid.uuid4().hex[:6]}@%h"]
-        self.proc = subprocess.Popen(self.argv, cwd=workdir, env=env, stdout=self.log.open("w"),
-                                     stderr=subprocess.STDOUT, start_new_session=True)
-        self.wait_for("ready.", timeout=90)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def wait_for(self, text: str, timeout: float = 60) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.output():
-                return
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"worker exited with {self.proc.returncode}:\n{self.output()[-3000:]}")
-            time.sleep(0.2)
-        raise TimeoutError(f"worker did not log {text!r} in {timeout}s:\n{self.output()[-3000:]}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)  # our own child's process group only
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+def start_worker(settings: Settings, workdir: Path, queues: str, concurrency: int = 2) -> CeleryProcess:
+    """A real `celery -A tasks worker` child process reading these settings from a YAML file, started
+    by the project's own launcher (retrainer.processes: the same one the demo and the tests use)."""
+    config = write_config(settings, workdir / "retrainer.yaml")
+    return processes.start_worker(workdir / f"worker-{uuid.uuid4().hex[:6]}.log", queues=queues,
+                                  concurrency=concurrency, name="bench", env=child_env(config), cwd=workdir)
 
 
 # --- measuring ----------------------------------------------------------------------------------
@@ -154,8 +114,8 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
-def spread(values: Sequence[float]) -> str:
-    return f"{min(values):.4g}–{max(values):.4g}" if values else "-"
+def spread(values: Sequence[float], fmt: str = "{:.4g}") -> str:
+    return f"{fmt.format(min(values))}–{fmt.format(max(values))}" if values else "-"
 
 
 def loadavg() -> list[float]:

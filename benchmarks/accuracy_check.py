@@ -27,16 +27,15 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pandas as pd
+import sqlalchemy as sa
+
 from benchmarks import _support as S
-
-import pandas as pd  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-
-from models.ctr import regression_metrics  # noqa: E402
-from retrainer.db import get_engine, session_scope  # noqa: E402
-from retrainer.db.migrate import upgrade  # noqa: E402
-from retrainer.db.records import PredictionRecord  # noqa: E402
-from services import accuracy, synthetic  # noqa: E402
+from models.ctr import regression_metrics
+from retrainer.db import get_engine, session_scope
+from retrainer.db.migrate import upgrade
+from retrainer.db.records import PredictionRecord
+from services import accuracy, synthetic
 
 NAME = "accuracy_check"
 MODEL = "ctr"
@@ -200,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
     S.print_table(
         f"live accuracy over {LOOKBACK} days: {sql_res.count:,} of {args.rows:,} rows (PostgreSQL, median of {args.repeats})",
         ["approach", "median s", "min–max s", "peak MiB tracemalloc", "peak RSS Δ MiB"],
-        [["SQL aggregate (live_accuracy)", f"{med['sql']:.4f}", S.spread(times["sql"]), f"{memory['sql']:.2f}", fmt(rss["sql"])],
-         ["pandas read_sql + numpy", f"{med['pandas']:.4f}", S.spread(times["pandas"]), f"{memory['pandas']:.2f}",
+        [["SQL aggregate (live_accuracy)", f"{med['sql']:.4f}", S.spread(times["sql"], "{:.4f}"), f"{memory['sql']:.2f}", fmt(rss["sql"])],
+         ["pandas read_sql + numpy", f"{med['pandas']:.4f}", S.spread(times["pandas"], "{:.4f}"), f"{memory['pandas']:.2f}",
           fmt(rss["pandas"])],
-         ["ratio pandas / SQL", f"{ratio:.1f}x", S.spread(paired), f"{memory['pandas'] / max(memory['sql'], 1e-9):.0f}x", ""]],
+         ["ratio pandas / SQL", f"{ratio:.1f}x", S.spread(paired, "{:.1f}"), f"{memory['pandas'] / max(memory['sql'], 1e-9):.0f}x", ""]],
     )
     S.print_table(
         "figures (must agree to 1e-9)", ["metric", "SQL", "pandas", "|diff|"],

@@ -29,14 +29,13 @@ import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import sqlalchemy as sa
+
 from benchmarks import _support as S
-
-import sqlalchemy as sa  # noqa: E402
-
-from retrainer.config import Settings, load_settings  # noqa: E402
-from retrainer.db import get_engine  # noqa: E402
-from retrainer.db.migrate import upgrade  # noqa: E402
-from services import synthetic  # noqa: E402
+from retrainer.config import Settings, load_settings
+from retrainer.db import get_engine
+from retrainer.db.migrate import upgrade
+from services import synthetic
 
 NAME = "event_storm"
 MODELS = [f"storm{i}" for i in range(10)]
@@ -131,7 +130,7 @@ def worker_path(storm: Storm, app: Any, events: list[dict[str, Any]], send_secon
     from tasks.producer import send_event
 
     storm.reset()
-    worker = S.Worker(storm.settings, S.WORKDIR / "worker", queues="events", concurrency=2)
+    worker = S.start_worker(storm.settings, S.WORKDIR / "worker", queues="events", concurrency=2)
     try:
         sent = 0
         t0 = time.perf_counter()
@@ -244,19 +243,19 @@ def main(argv: list[str] | None = None) -> int:
             problems.append(f"worker path retrains not one per model: {rt}")
 
     rows = [
-        ["bare send_task loop (no worker, time-boxed)", f"{bare_med:,.0f} msgs/s", S.spread([b['msgs_per_s'] for b in bare]),
+        ["bare send_task loop (no worker, time-boxed)", f"{bare_med:,.0f} msgs/s", S.spread([b['msgs_per_s'] for b in bare], "{:,.0f}"),
          f"{S.median([b['sent'] for b in bare]):,.0f} in ~{args.bare_seconds:.0f}s", "-", "-"],
     ]
     if worker is not None:
         rows.append(["per-event task path, real worker (time-boxed)", f"{worker['events_per_s']:,.0f} ev/s", "1 run",
                      f"{worker['stored']:,}/{worker['sent']:,} in {worker['seconds_end_to_end']:.1f}s",
                      worker["retrains"]["requests"], worker["lost"]])
-    rows.append(["batch publish_events (chunk 5000)", f"{batch_med:,.0f} ev/s", S.spread([b['events_per_s'] for b in batch]),
+    rows.append(["batch publish_events (chunk 5000)", f"{batch_med:,.0f} ev/s", S.spread([b['events_per_s'] for b in batch], "{:,.0f}"),
                  f"{batch[0]['sent']:,} in {S.median([b['seconds'] for b in batch]):.2f}s",
                  "/".join(str(b["retrains"]["requests"]) for b in batch), "/".join(str(b["lost"]) for b in batch)])
     S.print_table(f"event storm: {len(MODELS)} models, Redis broker + PostgreSQL (median of {args.repeats})",
                   ["path", "median rate", "min–max", "volume", "retrains", "lost"], rows)
-    print(f"batch events/s ÷ bare loop msgs/s = {ratio:.1f}x (of medians; paired runs {S.spread(paired)}); "
+    print(f"batch events/s ÷ bare loop msgs/s = {ratio:.1f}x (of medians; paired runs {S.spread(paired, '{:.1f}')}); "
           f"target ≥ {TARGET_RATIO:.0f}x: {'MET' if ratio >= TARGET_RATIO else 'NOT MET'}")
     if worker is not None:
         print(f"batch ÷ per-event worker path = {batch_med / worker['events_per_s']:.0f}x")
