@@ -46,7 +46,7 @@ def parse_schedule(expr: str) -> timedelta | dict[str, str]:
         raise ValueError(f"a cron line has 5 fields (minute hour day month weekday), got {expr!r}")
     from celery.schedules import crontab  # the parser beat itself uses
 
-    spec = dict(zip(("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), fields))
+    spec = dict(zip(("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), fields, strict=True))
     try:
         crontab(**spec)
     except Exception as exc:  # celery raises ValueError/ParseException with the field's text

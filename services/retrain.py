@@ -171,7 +171,7 @@ def retrain(
     base["run_id"] = run_id
     written: list[Path] = []  # the candidate's artifact, filled in as soon as the file exists
     try:
-        result = _train_and_decide(session, settings, cfg, model, run_id, trigger, request_id, written)
+        result = _train_and_decide(session, settings, cfg, model, run_id, request_id, written)
         session.commit()
         return base | result
     except Exception as exc:  # any failure: nothing half-written, the run says why, the worker goes on
@@ -187,14 +187,12 @@ def retrain(
             session.commit()
         except LostLock:
             session.rollback()
-        if isinstance(exc, (KeyboardInterrupt, SystemExit)):
-            raise
         return base | {"status": "error", "message": message}
 
 
 def _train_and_decide(
-    session: Session, settings: Settings, cfg: ModelConfig, model: str, run_id: str, trigger: Trigger,
-    request_id: int | None, written: list[Path],
+    session: Session, settings: Settings, cfg: ModelConfig, model: str, run_id: str, request_id: int | None,
+    written: list[Path],
 ) -> dict[str, Any]:
     # 2 load + validate
     raw = dataset.load(session, model, cfg.training.max_rows)

@@ -39,7 +39,7 @@ class RetrainerTask(Task):
 
 
 @task_prerun.connect
-def _bind_context(task_id: str, task: Task, kwargs: dict | None = None, **_: object) -> None:
+def _bind_context(task_id: str, kwargs: dict | None = None, **_: object) -> None:
     model = (kwargs or {}).get("model", "-")
     log_context.set({"task_id": task_id, "model": str(model)})
 
