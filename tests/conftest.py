@@ -31,7 +31,7 @@ def postgres_server() -> str:
             conn.execute(sa.text("select 1"))
         engine.dispose()
     except Exception as exc:  # any connection problem means: not available here
-        need("PostgreSQL at 127.0.0.1:5432", type(exc).__name__)
+        need(f"PostgreSQL at {sa.make_url(POSTGRES_SERVER).host}:{sa.make_url(POSTGRES_SERVER).port}", type(exc).__name__)
     return POSTGRES_SERVER
 
 
@@ -75,7 +75,7 @@ def redis_url() -> Iterator[str]:
     try:
         client.ping()
     except Exception as exc:  # connection refused, timeout: not available here
-        need("Redis at 127.0.0.1:6379", type(exc).__name__)
+        need(f"Redis at {REDIS_SERVER}", type(exc).__name__)
     yield REDIS_SERVER
     for key in client.scan_iter(match=f"rt-{RUN_ID}*", count=1000):
         client.delete(key)

@@ -33,7 +33,6 @@ def test_json_only(tmp_path: Path) -> None:
     assert conf.result_serializer == "json"
     assert list(conf.accept_content) == ["json"]
     assert list(conf.result_accept_content) == ["json"]
-    assert conf.task_always_eager is False
 
 
 @pytest.mark.parametrize(("task", "queue"), [

@@ -32,7 +32,6 @@ def test_embedded_broker_runs_a_storm_and_a_retrain(tmp_path: Path, sqlite_db: s
     assert settings.broker_url == "filesystem://"
     assert settings.result_backend.startswith("db+sqlite:///")
     app = make_celery(settings)
-    assert app.conf.task_always_eager is False
 
     # A purchase storm through the batch path, ten producer calls of 200 events, before any worker
     # consumes: however slow this machine is, the whole storm lands in one debounce window.
