@@ -12,6 +12,7 @@ from celery import Celery
 from kombu import Exchange, Queue
 
 from retrainer.config import Settings, get_settings
+from tasks.logcontext import LOG_FORMAT
 
 QUEUES = ("training", "events", "checks", "notifications")
 
@@ -71,6 +72,7 @@ def configure(app: Celery, settings: Settings) -> None:
         beat_schedule=beat_schedule(settings),
         beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
         worker_hijack_root_logger=True,
+        worker_log_format=LOG_FORMAT,  # task lines carry "[model task-id]" (tasks/logcontext.py)
     )
 
 
