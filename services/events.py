@@ -226,7 +226,8 @@ def coalesce(session: Session, settings: Settings, model: str, count: int = 1, t
             if pending is None:  # it started running between our insert and this read: try once more
                 return coalesce(session, settings, model, count, trigger, requested_by, window)
     pending.event_count += count
-    if pending.not_before + STALE_PENDING < now:  # its message never ran: send it again
+    if pending.not_before + STALE_PENDING < now:  # its message never ran: send it again, once a period
+        pending.not_before = now
         return Enqueue(model, pending.id, 0)
     return None
 

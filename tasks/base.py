@@ -8,6 +8,7 @@ from contextlib import contextmanager
 
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from retrainer.config import get_settings
@@ -16,6 +17,13 @@ from retrainer.db import dispose_engines, session_scope
 
 class RetrainerTask(Task):
     abstract = True
+    # The one transient failure every task shares: the database went away or (SQLite) stayed
+    # locked. Retried with exponential backoff and jitter; anything else fails at once.
+    autoretry_for = (OperationalError,)
+    retry_backoff = 2
+    retry_backoff_max = 300
+    retry_jitter = True
+    max_retries = 5
 
     @contextmanager
     def session(self) -> Iterator[Session]:

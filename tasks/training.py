@@ -19,7 +19,7 @@ _limit = longest_hard_limit(get_settings())
 @app.task(
     name="training.retrain_model", base=RetrainerTask, bind=True,
     acks_late=True,  # idempotent: the run lock makes a re-delivered duplicate exit "skipped"
-    soft_time_limit=_limit - 60, time_limit=_limit, max_retries=20,
+    soft_time_limit=_limit - 60, time_limit=_limit, max_retries=20,  # a follow-up may wait for a long run
 )
 def retrain_model(self: RetrainerTask, model: str, trigger: str = "manual", request_id: int | None = None) -> dict[str, Any]:
     with self.session() as session:

@@ -242,7 +242,9 @@ def test_a_stale_pending_request_is_sent_again(settings: Settings, session: Sess
         again = events.store(session, settings, purchases(1, "y"))
     assert len(again.enqueue) == 1
     assert again.enqueue[0].request_id == req.id and again.enqueue[0].countdown == 0
-    assert [r.event_count for r in requests(session)] == [4]
+    with clock.frozen(NOW + events.STALE_PENDING + timedelta(minutes=2)):  # re-sent once, not per event
+        assert events.store(session, settings, purchases(1, "z")).enqueue == []
+    assert [r.event_count for r in requests(session)] == [5]
 
 
 def test_coalesce_for_a_check_runs_now(settings: Settings, session: Session) -> None:

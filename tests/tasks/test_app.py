@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from celery.schedules import crontab, schedule
+from sqlalchemy.exc import OperationalError
 
 from retrainer.config import get_settings
 from services.notifications import SlackTransientError
@@ -141,6 +142,10 @@ def test_acks_late_only_where_idempotent_and_results_only_where_read() -> None:
     notify = tasks["notifications.notify_decision"]
     assert tuple(notify.autoretry_for) == (SlackTransientError,)  # narrow: a 4xx is not retried
     assert notify.retry_backoff and notify.retry_jitter is True and notify.max_retries
+    for name in ("training.retrain_model", "checks.check_accuracy", "events.ingest_event"):
+        # only a lost or locked database is transient for these; bad input and bugs fail at once
+        assert tuple(tasks[name].autoretry_for) == (OperationalError,), name
+        assert tasks[name].retry_backoff and tasks[name].retry_jitter is True, name
 
 
 def test_worker_settings_for_long_tasks(tmp_path: Path) -> None:
