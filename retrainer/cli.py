@@ -200,7 +200,7 @@ def history(model: str, limit: int = 20, as_json: JsonOpt = False) -> None:
     for r in data["training_runs"]:
         m, o = r["metrics"] or {}, r["old_metrics"] or {}
         table.add_row(r["run_id"], r["trigger"], r["outcome"] or r["status"], r["model_version_id"] or "–",
-                      _f(m.get("mae")), _f(o.get("mae")), _pct(r["improvement_percentage"]),
+                      reports.fmt(m.get("mae")), reports.fmt(o.get("mae")), reports.fmt_pct(r["improvement_percentage"]),
                       r["promotion_reason"] or r["error_message"] or "")
     Console(width=200).print(table)
 
@@ -217,16 +217,8 @@ def versions(model: str, limit: int = 50, as_json: JsonOpt = False) -> None:
     table = Table("version", "status", "production", "trained at", "samples", "mae", "sha256")
     for v in data["versions"]:
         table.add_row(v["version_id"], v["status"], "yes" if v["is_production"] else "", v["trained_at"][:19],
-                      str(v["num_training_samples"]), _f(v["metrics"].get("mae")), v["artifact_sha256"][:12])
+                      str(v["num_training_samples"]), reports.fmt(v["metrics"].get("mae")), v["artifact_sha256"][:12])
     Console().print(table)
-
-
-def _f(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
-def _pct(value: float | None) -> str:
-    return "–" if value is None else f"{value:+.1f}%"
 
 
 # --- scripting: predictions, outcomes, events ---------------------------------------------------

@@ -212,7 +212,7 @@ def _show_run(url: str, run_id: str) -> None:
 
     with session_scope(url) as s:
         evals = reports.evaluations(s, run_id)
-        run = next(r for r in reports.history(s, "ctr", 50)["training_runs"] if r["run_id"] == run_id)
+        run = next(r for r in reports.history(s, MODEL, 50)["training_runs"] if r["run_id"] == run_id)
     table = Table("model version", "role", "holdout rows", "holdout hash", "MAE", "RMSE", "R²", "within ±20%",
                   title=f"run {run_id} (trigger: {run['trigger']})")
     for e in evals:
@@ -228,20 +228,21 @@ def _show_run(url: str, run_id: str) -> None:
 
 
 def _summary(url: str) -> None:
+    from retrainer.config import get_settings
     from retrainer.db import session_scope
     from services import reports
 
     with session_scope(url) as s:
-        runs = reports.history(s, "ctr", 50)["training_runs"][::-1]
-        decisions = reports.events(s, "ctr", ("decision", "promotion", "rollback", "notification"), 50)
-        prod = reports.status(s, _settings())["models"]["ctr"]["production"]
+        runs = reports.history(s, MODEL, 50)["training_runs"][::-1]
+        decisions = reports.events(s, MODEL, ("decision", "promotion", "rollback", "notification"), 50)
+        prod = reports.status(s, get_settings())["models"][MODEL]["production"]
     console.print("\n[bold cyan]Summary[/]")
     table = Table("run", "trigger", "outcome", "version", "train rows", "holdout", "MAE", "prod MAE", "improvement")
     for r in runs:
         m, o = r["metrics"] or {}, r["old_metrics"] or {}
         table.add_row(r["run_id"], r["trigger"], r["outcome"], r["model_version_id"] or "–", str(r["train_size"]),
-                      str(r["holdout_size"]), _f(m.get("mae")), _f(o.get("mae")),
-                      "–" if r["improvement_percentage"] is None else f"{r['improvement_percentage']:+.1f}%")
+                      str(r["holdout_size"]), reports.fmt(m.get("mae")), reports.fmt(o.get("mae")),
+                      reports.fmt_pct(r["improvement_percentage"]))
     console.print(table)
     console.print("[bold]Decisions and notifications (system_events):[/]")
     for e in decisions:
@@ -249,16 +250,5 @@ def _summary(url: str) -> None:
     console.print(f"Production now: [bold]{prod['version_id']}[/] (trained {prod['trained_at'][:19]})")
 
 
-def _settings() -> Any:
-    from retrainer.config import get_settings
-
-    return get_settings()
-
-
-def _f(value: float | None) -> str:
-    return "–" if value is None else f"{value:.4f}"
-
-
 if __name__ == "__main__":
     sys.exit(run())
-

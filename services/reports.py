@@ -28,6 +28,15 @@ def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
 
 
+def fmt(value: float | None) -> str:
+    """A metric for a human table: 4 decimals, or a dash when unknown."""
+    return "–" if value is None else f"{value:.4f}"
+
+
+def fmt_pct(value: float | None) -> str:
+    return "–" if value is None else f"{value:+.1f}%"
+
+
 def version_dict(v: ModelVersion) -> dict[str, Any]:
     return {
         "version_id": v.version_id,
