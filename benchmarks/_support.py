@@ -34,7 +34,7 @@ import sqlalchemy as sa
 from retrainer import processes
 from retrainer.config import Settings
 from retrainer.db import dispose_engines
-from retrainer.processes import CeleryProcess, child_env, write_config
+from retrainer.demo.processes import CeleryProcess, child_env, write_config
 
 POSTGRES_SERVER = os.environ.get("RETRAINER_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_SERVER = os.environ.get("RETRAINER_BENCH_REDIS", "redis://127.0.0.1:6379/14")
@@ -95,8 +95,8 @@ def redis_cleanup(prefix: str) -> int:
 
 
 def start_worker(settings: Settings, workdir: Path, queues: str, concurrency: int = 2) -> CeleryProcess:
-    """A real `celery -A tasks worker` child process reading these settings from a YAML file, started
-    by the project's own launcher (retrainer.processes: the same one the demo and the tests use)."""
+    """A real `celery -A retrainer.tasks worker` child process reading these settings from a YAML file, started
+    by the project's own launcher (retrainer.demo.processes: the same one the demo and the tests use)."""
     config = write_config(settings, workdir / "retrainer.yaml")
     return processes.start_worker(workdir / f"worker-{uuid.uuid4().hex[:6]}.log", queues=queues,
                                   concurrency=concurrency, name="bench", env=child_env(config), cwd=workdir)

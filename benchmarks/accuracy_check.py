@@ -1,7 +1,7 @@
 """(a) Live accuracy: the one SQL aggregate vs loading the window's rows into pandas.
 
 1,000,000 completed prediction_records for one model on PostgreSQL (COPY), predicted_at spread
-evenly over 30 days, so the 7-day window holds ~233k rows. Actual values are services.synthetic
+evenly over 30 days, so the 7-day window holds ~233k rows. Actual values are retrainer.demo.synthetic
 labels (with drift in the last 4 days); predicted values are the synthetic pre-drift truth, i.e.
 what a model trained before the drift would serve. Then, side by side, 5 times each in alternating
 order after one warm-up each:
@@ -31,11 +31,12 @@ import pandas as pd
 import sqlalchemy as sa
 
 from benchmarks import _support as S
-from models.ctr import regression_metrics
 from retrainer.db import get_engine, session_scope
 from retrainer.db.migrate import upgrade
 from retrainer.db.records import PredictionRecord
-from services import accuracy, synthetic
+from retrainer.demo import synthetic
+from retrainer.models.ctr import regression_metrics
+from retrainer.services import accuracy
 
 NAME = "accuracy_check"
 MODEL = "ctr"

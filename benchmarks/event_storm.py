@@ -7,7 +7,7 @@ side by side):
            worker, TIME-BOXED (--bare-seconds per repeat, default 8 s): msgs/s put on the broker.
            Every message is checked to be in the Redis `events` list, then the list is purged.
   worker   the per-event task path end to end with a REAL worker subprocess
-           (`celery -A tasks worker -Q events -c 2`): tasks.producer.send_event for --worker-seconds
+           (`celery -A retrainer.tasks worker -Q events -c 2`): retrainer.tasks.producer.send_event for --worker-seconds
            (TIME-BOXED, default 10 s of sending), then wait until every sent event is a row in
            observations. events/s = stored / (first send -> last row stored). Nothing extrapolated.
            The training queue has no consumer on purpose, so the retrain messages stay countable.
@@ -35,7 +35,7 @@ from benchmarks import _support as S
 from retrainer.config import Settings, load_settings
 from retrainer.db import get_engine
 from retrainer.db.migrate import upgrade
-from services import synthetic
+from retrainer.demo import synthetic
 
 NAME = "event_storm"
 MODELS = [f"storm{i}" for i in range(10)]
@@ -111,7 +111,7 @@ def bare_loop(storm: Storm, app: Any, events: list[dict[str, Any]], seconds: flo
 
 
 def batch_path(storm: Storm, app: Any, events: list[dict[str, Any]]) -> dict[str, Any]:
-    from tasks.producer import publish_events
+    from retrainer.tasks.producer import publish_events
 
     storm.reset()
     t0 = time.perf_counter()
@@ -127,7 +127,7 @@ def batch_path(storm: Storm, app: Any, events: list[dict[str, Any]]) -> dict[str
 
 def worker_path(storm: Storm, app: Any, events: list[dict[str, Any]], send_seconds: float,
                 drain_timeout: float) -> dict[str, Any]:
-    from tasks.producer import send_event
+    from retrainer.tasks.producer import send_event
 
     storm.reset()
     worker = S.start_worker(storm.settings, S.WORKDIR / "worker", queues="events", concurrency=2)
@@ -161,7 +161,7 @@ def worker_path(storm: Storm, app: Any, events: list[dict[str, Any]], send_secon
     result = {"sent": sent, "stored": stored, "lost": sent - stored, "send_seconds": t_sent - t0,
               "send_msgs_per_s": sent / (t_sent - t0), "seconds_end_to_end": t_done - t0,
               "events_per_s": stored / (t_done - t0), "rejected": rejected, "left_on_broker": left_on_broker,
-              "worker": "celery -A tasks worker -Q events -c 2 (prefork, -l info)", "worker_errors": len(errors),
+              "worker": "celery -A retrainer.tasks worker -Q events -c 2 (prefork, -l info)", "worker_errors": len(errors),
               "retrains": retrains}
     if errors:
         result["first_worker_error"] = errors[0][:300]
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
                 var_dir=str(S.WORKDIR / "var"), database_url=url, broker_url=S.REDIS_SERVER,
                 result_backend=S.REDIS_SERVER, redis_key_prefix=prefix, models={m: model_cfg for m in MODELS},
             )
-            from tasks.app import make_app
+            from retrainer.tasks.app import make_app
 
             app = make_app(settings)
             storm = Storm(url, settings)

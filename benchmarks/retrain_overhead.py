@@ -1,6 +1,6 @@
 """(c) Retrain overhead: the whole pipeline beside the bare fit + predict it wraps.
 
-100,000 observation rows for one ctr model (services.synthetic, 30 days, drift in the last 10),
+100,000 observation rows for one ctr model (retrainer.demo.synthetic, 30 days, drift in the last 10),
 COPY'd into PostgreSQL (default; --db sqlite for a SQLite file). training.max_rows is raised to
 100,000 so a run uses every row; hyper-parameters are the family defaults (200 trees, depth 4,
 n_jobs 1). One untimed warm-up retrain makes a production champion, so every timed run does the
@@ -32,12 +32,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from benchmarks import _support as S
-from models.base import LABEL, load_family
 from retrainer.config import Settings, load_settings
 from retrainer.db import get_engine, session_scope
 from retrainer.db.migrate import upgrade
 from retrainer.db.records import ModelVersion, Observation
-from services import artifacts, dataset, registry, retrain, synthetic
+from retrainer.demo import synthetic
+from retrainer.models.base import load_family
+from retrainer.services import artifacts, dataset, registry, retrain
 
 NAME = "retrain_overhead"
 MODEL = "ctr"
@@ -114,10 +115,10 @@ def run_pipeline(settings: Settings) -> tuple[float, dict[str, Any], dict[str, f
 
 def run_bare(settings: Settings, train: Any, holdout: Any) -> tuple[float, float, float]:
     cfg = settings.model(MODEL)
-    x_holdout = dataset.features_only(holdout.drop(columns=[LABEL]))
+    x_holdout = dataset.features(holdout)
     t0 = time.perf_counter()
     estimator = load_family(cfg.family, cfg.params)
-    estimator.fit(dataset.features_only(train))
+    estimator.fit(dataset.features(train), train[dataset.LABEL])
     t1 = time.perf_counter()
     estimator.predict(x_holdout)
     t2 = time.perf_counter()

@@ -1,5 +1,5 @@
 """ML model families: one protocol (models.base), one module per family, found by entry point."""
 
-from models.base import ArtifactError, Family, Metrics, load_family
+from retrainer.models.base import ArtifactError, Family, Metrics, load_family
 
 __all__ = ["ArtifactError", "Family", "Metrics", "load_family"]

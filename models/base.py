@@ -1,14 +1,30 @@
-"""The family protocol, in the spirit of the scikit-learn estimator contract.
+"""The family contract (version 2): what a team implements, in one file, to plug in its own model.
 
-Construction stores hyper-parameters only; `fit(frame)` learns and returns self (learned state in
-attributes ending in `_`); `predict(frame)`; `evaluate(y_true, y_pred)` gives Metrics with one
-primary score and its direction; `save(path)` writes the library's own portable format and
-`load(path)` reads it back. Checksums are verified by the caller (services.artifacts) before load:
-nothing is deserialised that a checksum has not vouched for.
+In the spirit of the scikit-learn estimator contract: construction stores hyper-parameters only
+(validated by the family's `Params` when the configuration loads, not at the first retrain);
+`fit(X, y, time=None, parent=None)` learns and returns self, with learned state in attributes
+ending in `_`; `predict(X, time=None)` returns a `Prediction`; `evaluate(y, prediction)` returns
+`Metrics`; `save(path)` writes the library's own portable format and `load(path)` reads it back.
+Checksums are verified by the caller (services.artifacts) before `load`: nothing is deserialised
+that a checksum has not vouched for.
+
+A family declares, as class attributes:
+- `task`: regression, binary or multiclass classification, or forecast;
+- its inputs: `feature_types` it accepts (numeric, categorical, boolean; X arrives with float64,
+  pandas `category` and bool columns) and `needs_time` (a forecaster gets the event times);
+- its outputs, through `Prediction`: a value per row; class probabilities; a forecast interval;
+- `metric_spec`: every metric `evaluate` reports, the default primary one, each one's direction,
+  and how live outcomes aggregate (`live`: which SQL aggregate services.accuracy runs);
+- `can_fine_tune`: whether `fit(..., parent=...)` continues from a parent version (boosting on,
+  warm start) rather than starting over.
+
+Features and target arrive apart: no column of X is ever a label, a time or an id.
+`retrainer.models.testing.check_family` checks all of this, as scikit-learn's `check_estimator` does.
 """
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 from functools import cache
@@ -18,9 +34,7 @@ from typing import Any, ClassVar, Protocol, Self, runtime_checkable
 
 import numpy as np
 import pandas as pd
-
-LABEL = "label"  # the frame column that holds the target
-TIME = "event_time"  # the frame column that orders rows in time
+from pydantic import BaseModel, ValidationError
 
 
 class ArtifactError(Exception):
@@ -35,16 +49,83 @@ class DataError(ValueError):
     """The training or scoring data cannot be used as it is (the message says why)."""
 
 
+class Task(enum.StrEnum):
+    REGRESSION = "regression"
+    BINARY = "binary"
+    MULTICLASS = "multiclass"
+    FORECAST = "forecast"
+
+
+class FeatureType(enum.StrEnum):
+    NUMERIC = "numeric"  # float64 in X
+    CATEGORICAL = "categorical"  # pandas category in X, categories fixed by the version's schema
+    BOOLEAN = "boolean"  # bool in X
+
+
+class Live(enum.StrEnum):
+    """How live outcomes aggregate (services.accuracy), by what a prediction record holds."""
+
+    REGRESSION = "regression"  # predicted and actual numbers: MAE, MSE, RMSE, R², share within ±20 %
+    CLASSIFICATION = "classification"  # predicted and actual classes: accuracy, precision, recall
+    FORECAST = "forecast"  # predicted and actual hours: MAE, RMSE, shares within 6/12/24 h
+
+
+@dataclass(frozen=True)
+class MetricSpec:
+    names: tuple[str, ...]  # every metric `evaluate` reports, in display order
+    primary: str  # the default primary metric; a model's configuration may choose another of `names`
+    higher_is_better: frozenset[str]  # the metrics where more is better; the others, less is better
+    live: Live
+    units: dict[str, str] = field(default_factory=dict)  # "fraction", "hours", ... for labels
+
+    def __post_init__(self) -> None:
+        if self.primary not in self.names or not self.higher_is_better <= set(self.names):
+            raise ValueError(f"metric spec: primary and directions must name metrics of {self.names}")
+
+    def better_is_higher(self, name: str) -> bool:
+        return name in self.higher_is_better
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """What `predict` returns: one value per row and, by task, more."""
+
+    value: np.ndarray  # regression and forecast: the number; classification: the predicted class
+    proba: np.ndarray | None = None  # classification: (rows, classes) probabilities
+    classes: tuple[Any, ...] | None = None  # classification: the class of each proba column
+    lower: np.ndarray | None = None  # forecast: the interval around `value`
+    upper: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.value)
+
+    def confidence(self) -> np.ndarray | None:
+        """The probability of the predicted class, for classifiers."""
+        return None if self.proba is None else self.proba.max(axis=1)
+
+    def take(self, n: int) -> Prediction:
+        cut = (lambda a: None if a is None else a[:n])
+        return Prediction(self.value[:n], cut(self.proba), self.classes, cut(self.lower), cut(self.upper))
+
+
 @dataclass(frozen=True)
 class Metrics:
     values: dict[str, float]
     primary: str
-    higher_is_better: bool
-    extra: dict[str, Any] = field(default_factory=dict)
+    higher_is_better: bool  # for the primary metric
 
     @property
     def score(self) -> float:
         return self.values[self.primary]
+
+    @property
+    def not_finite(self) -> list[str]:
+        """Metrics that are NaN or infinite (a model that predicts them, an empty holdout)."""
+        return [k for k, v in self.values.items() if not math.isfinite(v)]
+
+    def storable(self) -> dict[str, float | None]:
+        """The values as JSON can hold them: a NaN or infinity becomes null (JSONB refuses them)."""
+        return {k: (v if math.isfinite(v) else None) for k, v in self.values.items()}
 
     def improvement_pct(self, baseline: Metrics) -> float:
         """Relative improvement of self over baseline on the primary metric, in percent (+ is better)."""
@@ -54,22 +135,51 @@ class Metrics:
         delta = (new - old) if self.higher_is_better else (old - new)
         return 100.0 * delta / abs(old)
 
+    @classmethod
+    def of(cls, values: dict[str, float], spec: MetricSpec, primary: str | None = None) -> Metrics:
+        primary = primary or spec.primary
+        return cls({k: float(v) for k, v in values.items()}, primary, spec.better_is_higher(primary))
+
+
+class NoParams(BaseModel):
+    """A family without hyper-parameters."""
+
+    model_config = {"extra": "forbid"}
+
 
 @runtime_checkable
 class Family(Protocol):
     name: ClassVar[str]
     algorithm: ClassVar[str]
     artifact_suffix: ClassVar[str]
+    task: ClassVar[Task]
+    feature_types: ClassVar[frozenset[FeatureType]]
+    needs_time: ClassVar[bool]
+    can_fine_tune: ClassVar[bool]
+    metric_spec: ClassVar[MetricSpec]
+    Params: ClassVar[type[BaseModel]]  # validates hyper-parameters; extra keys forbidden
 
     def __init__(self, **params: Any) -> None: ...
     def get_params(self) -> dict[str, Any]: ...
-    def fit(self, frame: pd.DataFrame) -> Self: ...
-    def predict(self, frame: pd.DataFrame) -> np.ndarray: ...
-    def evaluate(self, y_true: np.ndarray, y_pred: np.ndarray) -> Metrics: ...
+    def fit(self, X: pd.DataFrame, y: pd.Series, time: pd.Series | None = None,
+            parent: Self | None = None) -> Self: ...
+    def predict(self, X: pd.DataFrame, time: pd.Series | None = None) -> Prediction: ...
+    def evaluate(self, y: pd.Series | np.ndarray, prediction: Prediction) -> Metrics: ...
     def save(self, path: Path) -> None: ...
     @classmethod
     def load(cls, path: Path) -> Self: ...
     def library_versions(self) -> dict[str, str]: ...
+
+
+def learn_categories(X: pd.DataFrame) -> dict[str, list[str]]:
+    """The categories of each categorical column of X (a pandas category column, or text: rows arrive
+    as plain strings), as text in a fixed order: what a family saves to code a category as trained."""
+    return {
+        name: [str(c) for c in (X[name].cat.categories if isinstance(X[name].dtype, pd.CategoricalDtype)
+                                else sorted(X[name].dropna().astype(str).unique()))]
+        for name in X.columns
+        if not (pd.api.types.is_numeric_dtype(X[name]) or pd.api.types.is_bool_dtype(X[name]))
+    }
 
 
 @cache
@@ -78,6 +188,34 @@ def family_class(name: str) -> type[Family]:
         if ep.name == name:
             return ep.load()
     raise LookupError(f"unknown model family {name!r}")
+
+
+def primary_metric(family: str, chosen: str | None = None) -> str:
+    """The metric that decides promotion for a model: its configured one, else its family's."""
+    return chosen or family_class(family).metric_spec.primary
+
+
+def check_models(models: dict[str, Any]) -> list[str]:
+    """Every model's hyper-parameters and primary metric checked against its family (importing the
+    family, not its heavy libraries): one line per problem, naming the model and the key."""
+    problems = []
+    for name, cfg in models.items():
+        cls = family_class(cfg.family)
+        try:
+            cls.Params.model_validate(cfg.params)
+        except ValidationError as exc:
+            for err in exc.errors():
+                where = ".".join(str(p) for p in err["loc"])
+                problems.append(f"models.{name}.params.{where}: {err['msg']} (family {cfg.family})")
+        spec = cls.metric_spec
+        if cfg.primary_metric is not None and cfg.primary_metric not in spec.names:
+            problems.append(f"models.{name}.primary_metric: {cfg.primary_metric!r} is not a metric of family "
+                            f"{cfg.family}; choose one of {', '.join(spec.names)}")
+        for key in cfg.promotion.floor:
+            if key[4:] not in spec.names:
+                problems.append(f"models.{name}.promotion.floor.{key}: {key[4:]!r} is not a metric of family "
+                                f"{cfg.family}; choose one of {', '.join(spec.names)}")
+    return problems
 
 
 def load_family(name: str, params: dict[str, Any] | None = None) -> Family:

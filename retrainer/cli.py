@@ -1,4 +1,7 @@
-"""The `retrainer` command line. `--json` output uses the shapes in services/reports.py (stable)."""
+"""The `retrainer` command line. `--json` output uses the shapes in services/reports.py (stable).
+
+Start-up is kept light: `retrainer --help` imports typer, rich and the settings, nothing more, and
+each command imports only what it uses (SQLAlchemy, Celery, pandas, a model family's library)."""
 
 from __future__ import annotations
 
@@ -8,13 +11,12 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
-from retrainer.config import ConfigError, UnknownModel, get_settings
+from retrainer.config import ConfigError, get_settings, mask_url, unknown_env_warnings
 
 app = typer.Typer(help="Keeps production ML models accurate on its own.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -22,6 +24,16 @@ event_app = typer.Typer(help="Send producer events (purchase, outcome) or a JSON
 app.add_typer(event_app, name="event")
 console = Console(stderr=True)
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output (stable keys).")]
+INSUFFICIENT_DATA = 3  # the exit code of `retrain` and `check` when there is too little data to decide
+
+
+@app.callback()
+def _validate_settings(ctx: typer.Context) -> None:
+    # Every command but `demo` reads the configuration first, so a bad value stops it with exit 2 before
+    # anything starts (a worker's Celery would print a traceback). The demo never reads it: it runs on
+    # its own embedded settings whatever this environment or a retrainer.yaml here says.
+    if ctx.invoked_subcommand != "demo":
+        get_settings()
 
 
 def emit(data: Any) -> None:
@@ -38,7 +50,7 @@ def db() -> Iterator[Any]:
 
 def _celery(*args: str) -> None:
     """Replace this process with a Celery command on the `tasks` app (signals reach Celery directly)."""
-    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "tasks", *args])
+    os.execv(sys.executable, [sys.executable, "-m", "celery", "-A", "retrainer.tasks", *args])
 
 
 # --- set-up and processes -----------------------------------------------------------------------
@@ -56,19 +68,32 @@ def init() -> None:
 @app.command()
 def demo(keep: Annotated[bool, typer.Option(help="Keep var/demo afterwards for inspection.")] = True) -> None:
     """Run the whole loop on the embedded default (SQLite + filesystem broker, real worker and beat)."""
-    from retrainer.demo import run
+    from retrainer.demo.loop import run
 
     raise typer.Exit(run(keep=keep))
 
 
-@app.command()
+def default_worker_name(queues: str) -> str:
+    """`training@%h`, `events-checks-notifications@%h`: two workers of one host get two names (Flower
+    lists workers by name, and two `celery@host` show as one)."""
+    return "-".join(q.strip() for q in queues.split(",") if q.strip()) + "@%h"
+
+
+@app.command(context_settings={"allow_extra_args": True})
 def worker(
+    ctx: typer.Context,
     queues: Annotated[str, typer.Option("--queues", "-Q")] = "training,events,checks,notifications",
     concurrency: Annotated[int, typer.Option("--concurrency", "-c")] = 2,
     loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info",
+    hostname: Annotated[str | None, typer.Option(
+        "--hostname", "-n", help="Node name (%h: this host). Default: the queues joined by '-', @%h.")] = None,
 ) -> None:
-    """Start a Celery worker (one per queue in production; training with concurrency 1-2)."""
-    _celery("worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel)
+    """Start a Celery worker (one per queue in production; training with concurrency 1-2).
+
+    Celery's own worker options go after `--`: retrainer worker -Q training -- --max-tasks-per-child 10
+    """
+    _celery("worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-n", hostname or default_worker_name(queues),
+            *ctx.args)
 
 
 @app.command()
@@ -82,73 +107,156 @@ def beat(
     _celery("beat", "-s", str(path), "-l", loglevel)
 
 
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
 @app.command()
 def flower(port: Annotated[int, typer.Option()] = 5555,
-           no_auth: Annotated[bool, typer.Option("--no-auth", help="Allow no basic auth (local only).")] = False) -> None:
-    """Start Flower; basic auth from FLOWER_BASIC_AUTH=user:password (required unless --no-auth)."""
+           address: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 only inside a container.")] = "127.0.0.1",
+           no_auth: Annotated[bool, typer.Option("--no-auth", help="No basic auth (loopback only).")] = False) -> None:
+    """Start Flower; basic auth from FLOWER_BASIC_AUTH=user:password[,user:password] (required unless --no-auth)."""
+    # Flower 2.x reads FLOWER_BASIC_AUTH from the environment itself (flower/command.py apply_env_options):
+    # the credentials never go on the command line, where `ps` shows them to every user.
     auth = os.environ.get("FLOWER_BASIC_AUTH")
+    if auth is not None and not _valid_basic_auth(auth):
+        raise ConfigError("FLOWER_BASIC_AUTH must be user:password[,user:password] with non-empty users and "
+                          "passwords (no commas in a password)")
     if not auth and not no_auth:
-        raise typer.BadParameter("set FLOWER_BASIC_AUTH=user:password (or pass --no-auth for a local look)")
-    _celery("flower", f"--port={port}", *([f"--basic-auth={auth}"] if auth else []))
+        raise ConfigError("set FLOWER_BASIC_AUTH=user:password (or pass --no-auth for a look on 127.0.0.1)")
+    if not auth and address not in _LOOPBACK:
+        raise ConfigError(f"--no-auth only on a loopback address, not {address}: set FLOWER_BASIC_AUTH")
+    _celery("flower", f"--port={port}", f"--address={address}")
+
+
+def _valid_basic_auth(value: str) -> bool:
+    pairs = [pair.partition(":") for pair in value.split(",")]  # Flower splits on commas, compares user:password
+    return all(user and sep and password for user, sep, password in pairs)
 
 
 # --- operations ---------------------------------------------------------------------------------
 
+def _broker_answers() -> None:
+    """Fail in seconds with one line when the broker is down, instead of waiting on kombu's retries."""
+    from retrainer.tasks.app import app as celery_app
+    from retrainer.tasks.health import check_broker
+
+    check_broker(celery_app)
+
+
+def _worker_problem(queue: str) -> str | None:
+    """Why nothing would take a task sent to `queue` now (no worker consumes it), or None. Where the
+    broker cannot tell, says so on stderr and returns None: the caller then waits, visibly."""
+    from retrainer.tasks.enqueue import workers_on
+
+    url = mask_url(get_settings().broker_url)
+    try:
+        seen = workers_on(queue)
+    except Exception as exc:  # noqa: BLE001  a probe that fails must not stop the command: wait instead
+        seen, why = None, f"{type(exc).__name__}: {exc}"
+    else:
+        why = "its transport has no fanout exchange, so its workers run no remote control"
+    if seen is None:
+        print(f"note: cannot see the workers at {url} ({why}); waiting for one on the {queue!r} queue", file=sys.stderr)
+        return None
+    if any(queue in queues for queues in seen.values()):
+        return None
+    up = "; ".join(f"{name} on {','.join(queues)}" for name, queues in seen.items())
+    return (f"no worker consumes the {queue!r} queue at {url}" + (f" (up: {up})" if up else "")
+            + f"; start one: retrainer worker -Q {queue}")
+
+
 def _wait(result: Any, what: str, timeout: float) -> dict[str, Any]:
+    """The task's result. A failed retrain re-raises RetrainFailed, for the caller to report; any other
+    task that failed, or did not finish in `timeout` seconds, is a one-line error."""
+    from celery.exceptions import TimeoutError as ResultTimeout
+
+    from retrainer.tasks.enqueue import RetrainFailed
+
     with console.status(f"{what} (task {result.id}) …"):
-        return result.get(timeout=timeout)
+        try:
+            return result.get(timeout=timeout)
+        except ResultTimeout:
+            _fail(f"{what}: no result after {timeout:.0f} s (task {result.id} may still be queued or running)", 1)
+        except RetrainFailed:
+            raise  # the caller reports it with the retrain's result
+        except Exception as exc:  # the task raised on the worker: name it, without a traceback
+            if not result.failed():
+                raise
+            _fail(f"{what}: task {result.id} failed on the worker: {type(exc).__name__}: {exc}", 1)
 
 
 @app.command()
 def check(model: str, local: Annotated[bool, typer.Option(help="Compute here; enqueue nothing.")] = False,
-          timeout: float = 300, as_json: JsonOpt = False) -> None:
-    """Run the accuracy check now (through a worker unless --local)."""
+          timeout: Annotated[float, typer.Option(help="Seconds to wait for the worker's result.")] = 300,
+          as_json: JsonOpt = False) -> None:
+    """Run the accuracy check now (through a worker unless --local). Exit 3: insufficient data."""
     settings = get_settings()
     cfg = settings.model(model)
     if local:
-        from services import accuracy
+        from retrainer.services import accuracy
 
         with db() as session:
             result = accuracy.check(session, model, cfg.accuracy)
     else:
-        from tasks.app import app as celery_app
+        from retrainer.tasks.app import app as celery_app
 
+        _broker_answers()
+        if problem := _worker_problem("checks"):
+            _fail(problem, 1)
         sent = celery_app.send_task("checks.check_accuracy", kwargs={"model": model}, queue="checks")
         result = _wait(sent, f"checking {model}", timeout)
     emit(result) if as_json else typer.echo(f"{result['status']}: {result['message']}")
+    if result["status"] == "insufficient_data":
+        raise typer.Exit(INSUFFICIENT_DATA)
 
 
 @app.command()
 def retrain(model: str, local: Annotated[bool, typer.Option(help="Run the pipeline in this process.")] = False,
-            wait: bool = True, timeout: float = 3600, as_json: JsonOpt = False) -> None:
-    """Retrain now (manual trigger) through a worker, or --local in this process."""
+            wait: Annotated[bool, typer.Option(help="Wait for the worker's result.")] = True,
+            timeout: Annotated[float, typer.Option(help="Seconds to wait for the worker's result.")] = 3600,
+            as_json: JsonOpt = False) -> None:
+    """Retrain now (manual trigger) through a worker, or --local in this process.
+
+    Exit 1: the retrain ended in error (or no worker consumes the training queue); 3: insufficient data."""
     settings = get_settings()
     settings.model(model)
     if local:
-        from services import retrain as pipeline
+        from retrainer.services import retrain as pipeline
 
         with db() as session, console.status(f"retraining {model} …"):
             result = pipeline.retrain(session, settings, model, "manual")
     else:
-        from tasks.producer import send_retrain
+        from retrainer.tasks.enqueue import RetrainFailed, send_retrain
 
+        _broker_answers()
+        problem = _worker_problem("training")
+        if problem and wait:
+            _fail(problem, 1)
         sent = send_retrain(model, "manual", settings=settings)
         if not wait:
+            if problem:
+                print(f"warning: {problem}; the retrain waits in the queue until one does", file=sys.stderr)
             typer.echo(f"enqueued task {sent.id}")
             return
-        result = _wait(sent, f"retraining {model}", timeout)
+        try:
+            result = _wait(sent, f"retraining {model}", timeout)
+        except RetrainFailed as exc:  # the worker's task failed; its result says why
+            result = exc.result
     if as_json:
         emit(result)
-    else:
+    if result["status"] == "error":  # one line, as every problem; --json printed the result above
+        run = f" (run {result['run_id']})" if result.get("run_id") else ""
+        _fail(f"retrain of {model!r} failed{run}: {result['message']}", 1)
+    if not as_json:
         typer.echo(f"{result['status']}: {result.get('reason') or result.get('message', '')}")
-    if result["status"] == "error":
-        raise typer.Exit(1)
+    if result["status"] == "insufficient_data":
+        raise typer.Exit(INSUFFICIENT_DATA)
 
 
 @app.command()
 def promote(version_id: str, expect: Annotated[str | None, typer.Option(help="Only if this version is production now.")] = None) -> None:
     """Make VERSION_ID production (compare-and-swap against --expect or the current one)."""
-    from services import registry
+    from retrainer.services import registry
 
     with db() as session:
         version = registry.promote(session, version_id, expect, actor="cli")
@@ -159,8 +267,9 @@ def promote(version_id: str, expect: Annotated[str | None, typer.Option(help="On
 @app.command()
 def rollback(model: str) -> None:
     """Return MODEL to the version the current production replaced."""
-    from services import registry
+    from retrainer.services import registry
 
+    get_settings().model(model)
     with db() as session:
         version = registry.rollback(session, model, actor="cli")
     typer.echo(json.dumps({"status": "success", "message": f"{model} rolled back to {version.version_id}",
@@ -170,12 +279,18 @@ def rollback(model: str) -> None:
 # --- reports ------------------------------------------------------------------------------------
 
 @app.command()
-def status(as_json: JsonOpt = False) -> None:
-    """Production version, live accuracy and last run of every configured model."""
-    from services import reports
+def status(models: Annotated[list[str] | None, typer.Argument(help="Only these models.")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Production version, live accuracy and last run of every configured model (or of MODELS)."""
+    from rich.table import Table
 
+    from retrainer.services import reports
+
+    settings = get_settings()
+    if models:
+        settings = settings.model_copy(update={"models": {name: settings.model(name) for name in models}})
     with db() as session:
-        data = reports.status(session, get_settings())
+        data = reports.status(session, settings)
     if as_json:
         return emit(data)
     table = Table("model", "production", "live MAE (n)", "threshold", "last run", "pending")
@@ -190,8 +305,11 @@ def status(as_json: JsonOpt = False) -> None:
 @app.command()
 def history(model: str, limit: int = 20, as_json: JsonOpt = False) -> None:
     """Recent training runs of MODEL."""
-    from services import reports
+    from rich.table import Table
 
+    from retrainer.services import reports
+
+    get_settings().model(model)
     with db() as session:
         data = reports.history(session, model, limit)
     if as_json:
@@ -208,8 +326,11 @@ def history(model: str, limit: int = 20, as_json: JsonOpt = False) -> None:
 @app.command()
 def versions(model: str, limit: int = 50, as_json: JsonOpt = False) -> None:
     """Versions of MODEL, newest first."""
-    from services import reports
+    from rich.table import Table
 
+    from retrainer.services import reports
+
+    get_settings().model(model)
     with db() as session:
         data = reports.versions(session, model, limit)
     if as_json:
@@ -226,7 +347,7 @@ def versions(model: str, limit: int = 50, as_json: JsonOpt = False) -> None:
 def _features(text: str) -> dict[str, Any]:
     try:
         value = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past the decoder's limit
         raise typer.BadParameter(f"not JSON: {exc}") from None
     if not isinstance(value, dict):
         raise typer.BadParameter("expected a JSON object of name -> value")
@@ -237,7 +358,9 @@ def _features(text: str) -> dict[str, Any]:
 def predict(model: str, features: Annotated[str, typer.Option(help='JSON object, e.g. {"hook_strength": 0.7}')],
             hook_type: str | None = None, template_id: str | None = None) -> None:
     """Predict with the production version and log the prediction."""
-    from services import predictions
+    from retrainer.services import predictions
+
+    get_settings().model(model)
 
     with db() as session:
         record = predictions.predict(session, model, [_features(features)], hook_type=hook_type,
@@ -249,7 +372,7 @@ def predict(model: str, features: Annotated[str, typer.Option(help='JSON object,
 @app.command()
 def outcome(prediction_id: str, value: float) -> None:
     """Record the real outcome of a logged prediction."""
-    from services import predictions
+    from retrainer.services import predictions
 
     with db() as session:
         record = predictions.record_outcome(session, prediction_id, value)
@@ -258,20 +381,21 @@ def outcome(prediction_id: str, value: float) -> None:
 
 
 @event_app.callback(invoke_without_command=True)
-def event(ctx: typer.Context, file: Annotated[Path | None, typer.Option("--file", help="JSON lines, one event each.")] = None) -> None:
+def event(ctx: typer.Context, file: Annotated[Path | None, typer.Option("--file", exists=True, dir_okay=False, help="JSON lines, one event each.")] = None) -> None:
     """With --file: the batch path (many events per round trip, one retrain per model per window)."""
     if ctx.invoked_subcommand is not None:
         return
     if file is None:
         raise typer.BadParameter("give a subcommand (purchase, outcome) or --file events.jsonl")
-    from tasks.producer import publish_events
+    from retrainer.tasks.producer import publish_events
 
     def lines() -> Iterator[Any]:
-        with file.open() as fh:
+        with file.open(encoding="utf-8", errors="surrogateescape") as fh:  # bad bytes: rejected by index
             for line in fh:
                 if line.strip():
-                    yield _json_or_text(line)
+                    yield line  # text: the event parser checks size and depth before decoding it
 
+    _broker_answers()  # before anything is stored: stored events whose retrain cannot be sent would wait
     with console.status(f"publishing {file} …"):
         result = publish_events(lines())
     emit(result.as_dict())
@@ -279,17 +403,11 @@ def event(ctx: typer.Context, file: Annotated[Path | None, typer.Option("--file"
         raise typer.Exit(1)
 
 
-def _json_or_text(line: str) -> Any:
-    try:
-        return json.loads(line)
-    except ValueError:
-        return line  # the event parser reports it as invalid JSON, with its index
-
-
 @event_app.command("purchase")
 def event_purchase(model: str, features: Annotated[str, typer.Option()], value: Annotated[float, typer.Option()],
                    event_id: str | None = None) -> None:
     """Send one purchase event (features + observed value) through the events queue."""
+    get_settings().model(model)
     _send({"type": "purchase", "model": model, "features": _features(features), "value": value, "event_id": event_id})
 
 
@@ -300,32 +418,61 @@ def event_outcome(prediction_id: str, value: float, event_id: str | None = None)
 
 
 def _send(payload: dict[str, Any]) -> None:
-    from services.events import parse
-    from tasks.producer import send_event
+    from retrainer.services.events import parse
+    from retrainer.tasks.producer import send_event
 
-    parse({k: v for k, v in payload.items() if v is not None})  # refuse bad input here, not in a worker
-    sent = send_event({k: v for k, v in payload.items() if v is not None})
-    emit({"status": "enqueued", "task_id": sent.id})
+    payload = {k: v for k, v in payload.items() if v is not None}
+    parse(payload)  # bad input is named before a dead broker is
+    _broker_answers()
+    sent = send_event(payload)
+    emit({"status": "enqueued", "event_id": sent.event_id, "task_id": sent.task_id})
+
+
+def _fail(message: object, code: int) -> NoReturn:
+    """Print the problem, one line per line of it, on stderr (plain: rich would wrap long lines) and exit."""
+    for line in str(message).splitlines() or [type(message).__name__]:
+        print(f"error: {line}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _raised(exc: BaseException, module: str, name: str) -> bool:
+    """isinstance(exc, module.name) without importing `module`: a class whose module this process never
+    imported cannot have been raised, and `--help` need not import SQLAlchemy, kombu or pandas to know."""
+    cls = getattr(sys.modules.get(module), name, None)
+    return cls is not None and isinstance(exc, cls)
 
 
 def main() -> None:
-    """Entry point: known errors print one line naming the problem (exit 1; 2 for configuration)."""
-    from models.base import ArtifactError
-    from services.errors import InvalidEvent, NotFound, PromotionConflict
+    """Entry point: every known problem prints one line naming it and what to do, never a traceback.
 
-    try:
-        get_settings()
-    except ConfigError as exc:
-        console.print(f"[red]{exc}[/red]", markup=True, highlight=False)
-        sys.exit(2)
-    known: tuple[type[BaseException], ...] = (UnknownModel, NotFound, PromotionConflict, ArtifactError,
-                                              InvalidEvent, LookupError, ValueError, TimeoutError)
+    Exit codes: 2 configuration (settings, YAML, environment, FLOWER_BASIC_AUTH, a bad option); 1
+    everything else a user can meet (unknown model or version, lost compare-and-swap, a retrain that
+    ended in error, no worker on the queue, server unreachable, no schema); 3 insufficient data
+    (`retrain`, `check`)."""
+    from retrainer.services.errors import NotFound, PromotionConflict, ServiceUnavailable
+
+    for warning in unknown_env_warnings():  # first: a typo may be what the configuration error is about
+        print(f"warning: {warning}", file=sys.stderr)
     try:
         app()
-    except known as exc:
-        console.print(f"error: {exc}", highlight=False, markup=False)
-        sys.exit(1)
+    except ConfigError as exc:
+        _fail(exc, 2)
+    except Exception as exc:
+        if _raised(exc, "sqlalchemy.exc", "DBAPIError"):
+            from retrainer.tasks.health import explain_database_error
 
+            _fail(explain_database_error(get_settings().database_url, exc), 1)
+        if _raised(exc, "kombu.exceptions", "OperationalError"):  # the broker went away after the check
+            from retrainer.services.errors import BrokerUnreachable
+            from retrainer.tasks.health import broker_reason
+
+            _fail(BrokerUnreachable(get_settings().broker_url, broker_reason(exc)), 1)
+        # UnknownModel and InvalidEvent are a LookupError and a ValueError
+        if (isinstance(exc, (NotFound, PromotionConflict, ServiceUnavailable, LookupError, ValueError, TimeoutError,
+                             OSError))
+                or _raised(exc, "retrainer.models.base", "ArtifactError")):
+            _fail(exc, 1)
+        raise
 
 
 if __name__ == "__main__":

@@ -7,20 +7,35 @@ a double underscore (RETRAINER_MODELS__CTR__PROMOTION__MIN_IMPROVEMENT_PCT=5).
 
 from __future__ import annotations
 
+import difflib
+import json
 import os
 import re
+import types
+from collections.abc import Mapping
 from datetime import timedelta
 from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict, YamlConfigSettingsSource
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    SettingsError,
+)
 
 CONFIG_ENV = "RETRAINER_CONFIG"
 DEFAULT_CONFIG_FILE = "retrainer.yaml"
+ENV_PREFIX = "RETRAINER_"
+# RETRAINER_* variables that are read by something other than Settings: not typos.
+NON_SETTING_ENV = ("RETRAINER_CONFIG", "RETRAINER_REQUIRE_SERVICES")
+NON_SETTING_ENV_PREFIXES = ("RETRAINER_TEST_", "RETRAINER_BENCH_")
 
 _EVERY = re.compile(r"^@every\s+(\d+)\s*([smhd])$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -49,7 +64,7 @@ def parse_schedule(expr: str) -> timedelta | dict[str, str]:
     spec = dict(zip(("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), fields, strict=True))
     try:
         crontab(**spec)
-    except Exception as exc:  # celery raises ValueError/ParseException with the field's text
+    except Exception as exc:  # noqa: BLE001  celery raises ValueError/ParseException with the field's text
         raise ValueError(f"malformed cron line {expr!r}: {exc}") from None
     return spec
 
@@ -82,8 +97,19 @@ class Schedules(_Strict):
 
 
 class Promotion(_Strict):
-    auto_promote: bool = True
+    auto_promote: bool = True  # false: every promotion, the first model's too, is a person's call
     min_improvement_pct: float = Field(2.0, ge=0)
+    # An absolute quality floor every candidate must clear, the first model too: "max_<metric>" or
+    # "min_<metric>" -> limit, e.g. {max_mae: 0.02} or {min_roc_auc: 0.7} (metrics of the family).
+    floor: dict[str, float] = Field(default_factory=dict)
+
+    @field_validator("floor")
+    @classmethod
+    def _bounds(cls, v: dict[str, float]) -> dict[str, float]:
+        for key in v:
+            if not key.startswith(("max_", "min_")) or len(key) < 5:
+                raise ValueError(f"floor key {key!r}: write max_<metric> or min_<metric>")
+        return v
 
 
 class Training(_Strict):
@@ -95,7 +121,8 @@ class Training(_Strict):
 
 class ModelConfig(_Strict):
     family: str = "ctr"
-    params: dict[str, Any] = Field(default_factory=dict)  # hyper-parameters for the family
+    params: dict[str, Any] = Field(default_factory=dict)  # hyper-parameters, checked by the family's Params
+    primary_metric: str | None = None  # decides promotion; default: the family's (retrainer.models.families)
     features: list[str] | None = None  # None: every numeric key the rows carry
     accuracy: AccuracyCheck = Field(default_factory=AccuracyCheck)
     schedules: Schedules = Field(default_factory=Schedules)
@@ -111,6 +138,16 @@ class ModelConfig(_Strict):
         if v not in known:
             raise ValueError(f"unknown model family {v!r}; installed families: {', '.join(sorted(known)) or 'none'}")
         return v
+
+
+class Recovery(_Strict):
+    """How fast the work of a crashed run comes back (services/run_lock.py, services/reconcile.py)."""
+
+    lease_seconds: int = Field(30, ge=5)  # a run that stops renewing its lease frees its model after this
+    reconcile_every_seconds: int = Field(15, gt=0)  # the reconciler's beat period
+    resend_after_seconds: int = Field(120, gt=0)  # a pending request this far past due is re-sent
+    max_lost_runs: int = Field(3, ge=1)  # a request whose runs died this often fails instead of looping
+    orphan_grace_seconds: int = Field(120, ge=0)  # artifact files younger than this are never swept
 
 
 def available_families() -> set[str]:
@@ -129,7 +166,7 @@ def _scheme(url: str) -> str:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="RETRAINER_", env_nested_delimiter="__", extra="forbid", validate_default=True
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
     )
 
     var_dir: Path = Path("var")
@@ -142,6 +179,7 @@ class Settings(BaseSettings):
     redis_key_prefix: str = "retrainer"
     worker_threads: int = Field(1, ge=1)  # XGBoost/OpenMP threads per worker child process
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {"ctr": ModelConfig()})
+    recovery: Recovery = Field(default_factory=Recovery)
 
     @classmethod
     def settings_customise_sources(
@@ -157,7 +195,7 @@ class Settings(BaseSettings):
             raise ConfigError(f"{CONFIG_ENV}={path}: no such file")
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         if Path(path).is_file():
-            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+            sources.append(InitSettingsSource(settings_cls, init_kwargs=read_yaml(Path(path))))
         return tuple(sources)
 
     @field_validator("slack_webhook_url", mode="before")
@@ -206,13 +244,51 @@ class UnknownModel(LookupError):
         super().__init__(f"unknown model {name!r}; configured models: {', '.join(known) or 'none'}")
 
 
-def _explain(exc: ValidationError) -> str:
+def read_yaml(path: Path) -> dict[str, Any]:
+    """The configuration file as a mapping; a syntax error names the file and the line, never its text."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"{path} line {mark.line + 1}" if mark else str(path)
+        what = "; ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigError(f"invalid YAML in {where}: {what}") from None
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read {path}: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of setting: value at the top, got a {type(data).__name__}")
+    return data
+
+
+def _explain(exc: ValidationError, environ: Mapping[str, str]) -> str:
+    """One line per bad key, naming the variable it came from if one did; pydantic's messages name the
+    rule, never the (possibly secret) value."""
+    set_names = {name.upper(): name for name in environ}
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "settings"
         msg = err["msg"].removeprefix("Value error, ")
-        lines.append(f"  {key}: {msg}")
-    return "invalid retrainer configuration:\n" + "\n".join(lines)
+        variable = set_names.get(ENV_PREFIX + "__".join(str(p) for p in err["loc"]).upper())
+        lines.append(f"invalid configuration: {key}: {msg}" + (f" (from {variable})" if variable else ""))
+    return "\n".join(lines)
+
+
+def _explain_source(exc: SettingsError, environ: Mapping[str, str]) -> str:
+    """pydantic-settings names only the field ("models") when a variable holds bad JSON: name the variable."""
+    field = m.group(1) if (m := re.search(r'field "([^"]+)"', str(exc))) else ""
+    name = (ENV_PREFIX + field).upper()
+    under = [k for k in sorted(environ) if k.upper() == name or k.upper().startswith(name + "__")]
+    lines = []
+    for key in under:
+        value = environ[key].strip()
+        if value[:1] in ("{", "["):
+            try:
+                json.loads(value)
+            except json.JSONDecodeError as err:  # what and where, not the value (it may be a secret)
+                lines.append(f"invalid configuration: {key} is not valid JSON ({err.msg} at character {err.pos + 1})")
+    return "\n".join(lines) or f"invalid configuration: cannot parse {' or '.join(under) or name}"
 
 
 def load_settings(**overrides: Any) -> Settings:
@@ -220,7 +296,70 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
     except ValidationError as exc:
-        raise ConfigError(_explain(exc)) from None
+        raise ConfigError(_explain(exc, os.environ)) from None
+    except SettingsError as exc:
+        raise ConfigError(_explain_source(exc, os.environ)) from None
+
+
+def mask_url(url: str) -> str:
+    """`url` for a message or a log: the password (user:PASSWORD@ or ?password=) replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "<malformed URL>"
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}"
+    query = re.sub(r"(?i)(^|&)(password=)[^&]*", r"\1\2***", parts.query)
+    # Built by hand: urlunsplit drops the empty authority of sqlite:////abs/path.
+    return f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "") + (
+        f"#{parts.fragment}" if parts.fragment else "")
+
+
+def unknown_env_warnings(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One line per RETRAINER_* variable that names no setting (a typo is otherwise ignored silently),
+    with the closest real name. Values are never shown: they may be secrets."""
+    environ = os.environ if environ is None else environ
+    warnings = []
+    for name in sorted(environ):
+        upper = name.upper()  # pydantic-settings matches names case-insensitively
+        if not upper.startswith(ENV_PREFIX) or upper in NON_SETTING_ENV or upper.startswith(NON_SETTING_ENV_PREFIXES):
+            continue
+        parts = upper.removeprefix(ENV_PREFIX).lower().split("__")
+        problem = _unknown_part(parts)
+        if problem is None:
+            continue
+        index, candidates = problem
+        line = f"{name} is not a retrainer setting"
+        if match := difflib.get_close_matches(parts[index], candidates, n=1):
+            fixed = [*parts[:index], match[0], *parts[index + 1:]]
+            if _unknown_part(fixed) is not None:
+                fixed = fixed[:index + 1]
+            line += f"; did you mean {ENV_PREFIX}{'__'.join(fixed).upper()}?"
+        warnings.append(line)
+    return warnings
+
+
+def _unknown_part(parts: list[str]) -> tuple[int, list[str]] | None:
+    """Walk a `__`-nested setting path through the Settings model: None if it names a setting, else the
+    index of the first part that names nothing and the names that would have been valid there."""
+    annotation: Any = Settings
+    for i, part in enumerate(parts):
+        if get_origin(annotation) in (Union, types.UnionType):  # X | None
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if part not in annotation.model_fields:
+                return i, sorted(annotation.model_fields)
+            annotation = annotation.model_fields[part].annotation
+        elif get_origin(annotation) is dict:
+            annotation = get_args(annotation)[1]  # any key: a model name, a hyper-parameter
+        elif annotation is Any:
+            return None
+        else:
+            return i, []  # a plain value has no sub-keys
+    return None
 
 
 @lru_cache(maxsize=1)

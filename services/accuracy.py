@@ -12,13 +12,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from retrainer.models.ctr import WITHIN
+from retrainer.services import registry
 from sqlalchemy.orm import Session
 
-from models.ctr import WITHIN
 from retrainer import clock
 from retrainer.config import AccuracyCheck
 from retrainer.db.records import PredictionRecord, PredictionStatus, TrainingRun
-from services import registry
 
 P = PredictionRecord
 SEGMENTS = {"hook_type": P.hook_type, "template_id": P.template_id, "version_id": P.version_id}

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import time
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 
-from models.base import ArtifactError, Family, family_class
+from retrainer.models.base import ArtifactError, Family, family_class
 
 
 def sha256_file(path: Path) -> str:
@@ -15,6 +19,10 @@ def sha256_file(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# The names `write` gives: "<run_id><suffix>" and, while writing, ".<run_id>.<pid>.tmp<suffix>".
+_OURS = re.compile(r"^\.?(run_\d{8}_\d{6}_[0-9a-f]{6})(\.\d+\.tmp)?\.\w+$")
 
 
 def write(estimator: Family, directory: Path, name: str) -> tuple[Path, str]:
@@ -49,3 +57,21 @@ def load(family: str, uri: str, expected_sha256: str) -> Family:
 def remove(uri: str | Path | None) -> None:
     if uri:
         Path(uri).unlink(missing_ok=True)
+
+
+def orphans(root: Path, running: set[str], referenced: set[str], grace: timedelta) -> Iterator[Path]:
+    """Artifact files under root/<model>/ that no version references and no live run is writing,
+    older than `grace`: what a run killed between writing its file and committing left behind.
+    Files retrainer did not name are never touched."""
+    if not root.is_dir():
+        return
+    cutoff = time.time() - grace.total_seconds()
+    for path in root.glob("*/*"):
+        match = _OURS.match(path.name)
+        if match is None or match.group(1) in running or path.name in referenced:
+            continue
+        try:
+            if path.stat().st_mtime < cutoff:
+                yield path
+        except FileNotFoundError:  # removed meanwhile (its run's own clean-up)
+            continue

@@ -7,14 +7,21 @@ import json
 import math
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from models.base import LABEL, TIME, DataError
+from retrainer import clock
 from retrainer.db.records import Observation
+from retrainer.models.base import DataError
+from retrainer.services import validation
+
+LABEL = "label"  # the frame column that holds the target
+TIME = "event_time"  # the frame column that orders rows in time
+META = ["row_id", TIME, LABEL]  # never features
 
 
 @dataclass(frozen=True)
@@ -33,27 +40,80 @@ class Validated:
 
 
 def load(session: Session, model: str, max_rows: int) -> pd.DataFrame:
-    """The newest `max_rows` observations, oldest first, features expanded to columns."""
+    """The newest `max_rows` observations, oldest first, features expanded to columns.
+
+    Rows whose event time lies outside the window events are accepted in (validation.EARLIEST ..
+    now + MAX_AHEAD) are left out in SQL: PostgreSQL stores year 10000, which no Python datetime can
+    hold. How many were left out, and rows whose features could not be decoded, are in
+    `frame.attrs["problems"]`, which `validate` adds to its count."""
+    in_window, outside_window = _window(session)
     # Features come back as JSON text and are decoded in ONE json.loads of the whole column:
     # decoding row by row was 75 % of a 100k-row retrain (benchmarks/README.md, retrain_overhead).
     rows = session.execute(
         sa.select(Observation.id, Observation.event_time, Observation.label, sa.cast(Observation.features, sa.Text))
-        .where(Observation.model == model)
+        .where(Observation.model == model, in_window)
         .order_by(Observation.event_time.desc(), Observation.id.desc())
         .limit(max_rows)
     ).all()
+    outside = session.scalar(sa.select(sa.func.count()).where(Observation.model == model, outside_window))
+    problems = {"event_time": outside} if outside else {}
     if not rows:
-        return pd.DataFrame(columns=["row_id", TIME, LABEL])
+        frame = pd.DataFrame(columns=["row_id", TIME, LABEL])
+        frame.attrs["problems"] = problems
+        return frame
     rows.reverse()
     ids, times, labels, texts = zip(*rows, strict=True)
-    features = pd.DataFrame.from_records(json.loads("[" + ",".join(texts) + "]"))
+    decoded, undecodable = _decode_features(texts)
+    features = pd.DataFrame.from_records(decoded)
     base = pd.DataFrame({"row_id": ids, TIME: times, LABEL: labels})
-    return pd.concat([base, features.drop(columns=[c for c in base.columns if c in features], errors="ignore")], axis=1)
+    frame = pd.concat([base, features.drop(columns=[c for c in base.columns if c in features], errors="ignore")], axis=1)
+    if undecodable:
+        frame = frame.drop(index=undecodable).reset_index(drop=True)
+        problems["features"] = len(undecodable)
+    frame.attrs["problems"] = problems
+    return frame
+
+
+def _window(session: Session) -> tuple[sa.ColumnElement[bool], sa.ColumnElement[bool]]:
+    """SQL for "event_time inside the window events are accepted in", and for its opposite."""
+    earliest, latest = validation.EARLIEST, clock.now() + validation.MAX_AHEAD
+    column = Observation.event_time
+    if session.get_bind().dialect.name != "sqlite":
+        return column.between(earliest, latest), sa.or_(column < earliest, column > latest)  # both use the index
+    # SQLite holds whatever a direct INSERT wrote: datetime() is NULL for text it cannot read (and past
+    # year 9999), and the text it gives back compares in time order.
+    bounds = [f"{b:%Y-%m-%d %H:%M:%S}" for b in (earliest, latest)]
+    readable = sa.func.datetime(sa.type_coerce(column, sa.Text)).between(*bounds)
+    inside = sa.func.coalesce(sa.and_(sa.func.typeof(column) == "text", readable), False).is_(True)
+    return inside, ~inside
+
+
+def _decode_features(texts: tuple[str | None, ...]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Every row's features, and the positions of rows whose features are not a JSON object (NULL,
+    not JSON, an integer of more than 4,300 digits, nested beyond the decoder): those get {}."""
+    try:
+        decoded = json.loads("[" + ",".join(texts) + "]")  # type: ignore[arg-type]  (None: TypeError)
+    except (TypeError, ValueError, RecursionError):
+        decoded = None  # some row is not JSON: find which, row by row, below
+    if decoded is not None and all(type(d) is dict for d in decoded):
+        return decoded, []
+    decoded, bad = [], []
+    for i, text in enumerate(texts):
+        try:
+            one = json.loads(text)  # type: ignore[arg-type]
+        except (TypeError, ValueError, RecursionError):
+            one = None
+        if type(one) is not dict:
+            bad.append(i)
+            one = {}
+        decoded.append(one)
+    return decoded, bad
 
 
 def validate(frame: pd.DataFrame, features: list[str] | None) -> Validated:
-    """Keep numeric features only; drop rows with a missing or non-finite label or feature value."""
-    meta = ["row_id", TIME, LABEL]
+    """Keep numeric features only; drop rows with a missing, non-finite or out-of-range label or
+    feature value (|x| > validation.MAX_ABS), counted per column, with the rows `load` left out."""
+    meta = META
     if features is not None:
         absent = [f for f in features if f not in frame.columns]
         if absent and len(frame):
@@ -61,17 +121,40 @@ def validate(frame: pd.DataFrame, features: list[str] | None) -> Validated:
         columns = features
     else:
         columns = [c for c in frame.columns if c not in meta]
-    numeric = {c: pd.to_numeric(frame[c], errors="coerce") for c in columns}
+    numeric = {c: _numeric(frame[c]) for c in columns}
     if features is None:  # inferred: a column that is mostly text is a segment, not a feature
         numeric = {c: v for c, v in numeric.items() if v.notna().mean() >= 0.5 or frame[c].isna().all()}
-    out = pd.concat([frame[meta].reset_index(drop=True), pd.DataFrame(numeric).reset_index(drop=True)], axis=1)
+    out = pd.concat([frame[["row_id", TIME]].reset_index(drop=True),
+                     pd.DataFrame({LABEL: _numeric(frame[LABEL]), **numeric}).reset_index(drop=True)], axis=1)
     values = out.drop(columns=["row_id", TIME]).to_numpy(dtype=float)
-    finite = np.isfinite(values)
-    problems = {
-        name: int((~finite[:, i]).sum()) for i, name in enumerate(out.columns.drop(["row_id", TIME])) if (~finite[:, i]).any()
-    }
-    keep = finite.all(axis=1)
-    return Validated(out[keep].reset_index(drop=True), int((~keep).sum()), problems)
+    with np.errstate(invalid="ignore"):
+        usable = np.isfinite(values) & (np.abs(values) <= validation.MAX_ABS)
+    problems = dict(frame.attrs.get("problems", {}))
+    for i, name in enumerate(out.columns.drop(["row_id", TIME])):
+        if bad := int((~usable[:, i]).sum()):
+            problems[name] = problems.get(name, 0) + bad
+    keep = usable.all(axis=1)
+    dropped = int((~keep).sum()) + sum(frame.attrs.get("problems", {}).values())
+    return Validated(out[keep].reset_index(drop=True), dropped, problems)
+
+
+def _numeric(column: pd.Series) -> pd.Series:
+    """Numbers as numbers, anything else NaN; an integer too large for a float is +-inf (then dropped)."""
+    try:
+        return pd.to_numeric(column, errors="coerce")
+    except (OverflowError, TypeError, ValueError):
+        return column.map(_as_float).astype(float)
+
+
+def _as_float(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        return math.nan
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf  # only an int overflows
+    except ValueError:
+        return math.nan
 
 
 def split(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, Holdout]:
@@ -91,5 +174,6 @@ def split(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame, pd.D
     return train.reset_index(drop=True), test.reset_index(drop=True), holdout
 
 
-def features_only(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame.drop(columns=["row_id", TIME], errors="ignore")
+def features(frame: pd.DataFrame) -> pd.DataFrame:
+    """The feature columns, X: everything but the row id, the time and the label."""
+    return frame.drop(columns=META, errors="ignore")

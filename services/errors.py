@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from retrainer.config import mask_url
+
 
 class NotFound(LookupError):
     pass
@@ -37,3 +41,35 @@ class PromotionConflict(RuntimeError):
 
 class InvalidEvent(ValueError):
     """A producer's event cannot be stored; the message says which field and why."""
+
+
+class ServiceUnavailable(RuntimeError):
+    """A server the configuration names cannot be used. The message is one line: what is wrong, where
+    (the URL with its password masked, never the password) and what to do."""
+
+    SERVERS: ClassVar[dict[str, str]] = {
+        "postgresql": "PostgreSQL", "postgres": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB",
+        "redis": "Redis", "rediss": "Redis", "amqp": "RabbitMQ", "amqps": "RabbitMQ", "pyamqp": "RabbitMQ"}
+
+    @classmethod
+    def hint(cls, url: str) -> str:
+        server = cls.SERVERS.get(url.split(":", 1)[0].split("+", 1)[0].lower())
+        return f"is {server} running?" if server else "is the URL right?"
+
+
+class DatabaseUnreachable(ServiceUnavailable):
+    def __init__(self, url: str, reason: str):
+        self.reason = reason
+        super().__init__(f"database unreachable at {mask_url(url)} ({reason}); {self.hint(url)} (RETRAINER_DATABASE_URL)")
+
+
+class SchemaMissing(ServiceUnavailable):
+    def __init__(self, url: str, found: str | None = None, needed: str | None = None):
+        what = "no retrainer schema" if found is None else f"schema revision {found}, this retrainer needs {needed}"
+        super().__init__(f"database at {mask_url(url)} has {what}; run `retrainer init`")
+
+
+class BrokerUnreachable(ServiceUnavailable):
+    def __init__(self, url: str, reason: str):
+        self.reason = reason
+        super().__init__(f"broker unreachable at {mask_url(url)} ({reason}); {self.hint(url)} (RETRAINER_BROKER_URL)")

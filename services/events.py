@@ -1,72 +1,57 @@
-"""Producer events: validated, stored first, then coalesced into at most one pending retrain per model.
+"""Producer events: validated (services/validation.py), stored first, then coalesced into at most one pending retrain per model
+(services/retrain_requests.py).
 
 A purchase is a labelled row (features + value) that also asks for a retrain; an outcome attaches
-the real value to a logged prediction. Coalescing lives in the database: retrain_requests allows
-one 'pending' row per model (partial unique index). The first event of a window creates it and is
-told to enqueue one retrain with a countdown of the debounce window; later events join it. When the
-retrain starts, the request turns 'running', so an event arriving during the run creates exactly
-one new pending request: the follow-up.
+the real value to a logged prediction.
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Annotated, Any, Literal
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
 
 import sqlalchemy as sa
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+from retrainer.services import audit, predictions, retrain_requests, validation
+from retrainer.services.errors import InvalidEvent, PredictionNotFound
+from retrainer.services.retrain_requests import Enqueue
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from retrainer import clock
 from retrainer.config import Settings
-from retrainer.db.records import Observation, RequestStatus, RetrainRequest, Trigger
-from services import audit, predictions
-from services.errors import InvalidEvent, PredictionNotFound
+from retrainer.db import TRANSIENT_ERRORS
+from retrainer.db.records import Observation
 
-MAX_EVENT_BYTES = 64 * 1024
 MAX_BATCH = 10_000
-STALE_PENDING = timedelta(minutes=10)  # a pending request whose message was lost gets re-sent
+# What a store may still meet after validation (a row the database refuses): reported per row. A
+# transient error (TRANSIENT_ERRORS) is not one of them: it propagates, so the caller retries.
+DATA_ERRORS = (sa.exc.StatementError, UnicodeError)
 
 
-class _Event(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    event_id: str | None = Field(None, min_length=1, max_length=64)
-    occurred_at: datetime | None = None
-    value: float = Field(allow_inf_nan=False)
-
-
-class PurchaseEvent(_Event):
-    type: Literal["purchase"]
-    model: str = Field(min_length=1, max_length=100)
-    features: dict[str, Any]  # checked below: numbers or strings, finite, no booleans
-
-    @field_validator("features")
-    @classmethod
-    def _finite(cls, v: dict[str, Any]) -> dict[str, Any]:
-        return predictions.check_features(v)
-
-
-class OutcomeEvent(_Event):
-    type: Literal["outcome"]
-    prediction_id: str = Field(min_length=1, max_length=64)
-
-
-Event = Annotated[PurchaseEvent | OutcomeEvent, Field(discriminator="type")]
-_adapter: TypeAdapter[Event] = TypeAdapter(Event)
-
-
-@dataclass(frozen=True)
-class Enqueue:
-    """A retrain the caller must enqueue after its transaction commits."""
-
+@dataclass(frozen=True, slots=True)
+class PurchaseEvent:
     model: str
-    request_id: int
-    countdown: float
+    features: dict[str, float | int | str]
+    value: float
+    event_id: str | None = None
+    occurred_at: datetime | None = None
+    type: Literal["purchase"] = "purchase"
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeEvent:
+    prediction_id: str
+    value: float
+    event_id: str | None = None
+    occurred_at: datetime | None = None
+    type: Literal["outcome"] = "outcome"
+
+
+_REQUIRED = {"purchase": ("model", "features", "value"), "outcome": ("prediction_id", "value")}
+_COMMON = ("type", "event_id", "occurred_at")  # event_id and occurred_at may be absent or null
 
 
 @dataclass
@@ -74,50 +59,54 @@ class Stored:
     stored: int = 0
     duplicates: int = 0
     coalesced: int = 0
-    enqueue: list[Enqueue] | None = None
-    rejected: list[tuple[int, str]] | None = None
+    enqueue: list[Enqueue] = field(default_factory=list)
+    rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
 def parse(payload: Any) -> PurchaseEvent | OutcomeEvent:
-    """Validate one raw event (dict or JSON text); InvalidEvent names the bad field."""
-    if isinstance(payload, (str, bytes)):
-        size = len(payload.encode() if isinstance(payload, str) else payload)  # bytes, not characters
-        if size > MAX_EVENT_BYTES:
-            raise InvalidEvent(f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}")
-        try:
-            payload = json.loads(payload)
-        except ValueError as exc:
-            raise InvalidEvent(f"event is not valid JSON: {exc}") from None
-    elif not _surely_small(payload):  # the common small event skips serialising (batch hot path)
-        size = len(json.dumps(payload, default=str))
-        if size > MAX_EVENT_BYTES:
-            raise InvalidEvent(f"event is {size} bytes; the limit is {MAX_EVENT_BYTES}")
-    try:
-        return _adapter.validate_python(payload)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "event"
-        raise InvalidEvent(f"{where}: {first['msg'].removeprefix('Value error, ')}") from None
+    """Validate one raw event (dict, JSON text or UTF-8 bytes). Whatever the input, the only error is
+    InvalidEvent, whose message names the field and the problem (services/validation.py)."""
+    doc = validation.decode(payload)
+    kind = doc.get("type")
+    if not isinstance(kind, str) or kind not in _REQUIRED:
+        got = "missing" if "type" not in doc else f"got {validation.show(kind)}"
+        raise InvalidEvent(f"type: expected 'purchase' or 'outcome', {got}")
+    required = _REQUIRED[kind]
+    for name in doc:
+        if name not in required and name not in _COMMON:
+            raise InvalidEvent(f"{validation.show(name)}: unknown field (an event of type {kind} has "
+                               f"{', '.join(required + _COMMON)})")
+    for name in required:
+        if name not in doc:
+            raise InvalidEvent(f"{name}: missing (an event of type {kind} needs {', '.join(required)})")
+    value = validation.number(doc["value"], "value")
+    event_id = doc.get("event_id")
+    if event_id is not None:
+        event_id = validation.text(event_id, "event_id", validation.MAX_ID_CHARS)
+    occurred_at = doc.get("occurred_at")
+    if occurred_at is not None:
+        occurred_at = validation.moment(occurred_at, "occurred_at")
+    if kind == "outcome":
+        prediction_id = validation.text(doc["prediction_id"], "prediction_id", validation.MAX_ID_CHARS)
+        return OutcomeEvent(prediction_id, value, event_id, occurred_at)
+    model = validation.text(doc["model"], "model", validation.MAX_MODEL_CHARS)
+    return PurchaseEvent(model, validation.features(doc["features"]), value, event_id, occurred_at)
 
 
-def _surely_small(payload: Any) -> bool:
-    """True when the event cannot reach MAX_EVENT_BYTES as JSON: at most 16 fields and 32 features,
-    every key and string at most 40 characters (12 bytes each at worst once escaped): < 48 KiB."""
-    if not isinstance(payload, dict) or len(payload) > 16:
-        return False
-    for key, value in payload.items():
-        if not isinstance(key, str) or len(key) > 40:
-            return False
-        if isinstance(value, dict):
-            if len(value) > 32 or not all(isinstance(k, str) and len(k) <= 40 and _short(v) for k, v in value.items()):
-                return False
-        elif not _short(value):
-            return False
-    return True
+def document(payload: Any) -> str:
+    """The event as the compact JSON text the per-event path sends, with an event_id so that a
+    re-delivery is a no-op. Validated first: InvalidEvent, and nothing to send, when it is bad."""
+    doc = validation.decode(payload)
+    if doc.get("event_id") is None:
+        doc = {**doc, "event_id": uuid.uuid4().hex}
+    parse(doc)
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=_iso)
 
 
-def _short(value: Any) -> bool:
-    return len(value) <= 40 if isinstance(value, str) else value is None or isinstance(value, (int, float))
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):  # a Python producer's occurred_at
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 # PostgreSQL: the whole batch travels as ONE json parameter, unpacked by the server in one
@@ -147,8 +136,6 @@ def _stamp(moment: datetime) -> str:
 def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> list[str]:
     """One multi-row INSERT; a re-sent event (same event_id) is skipped, not an error.
     Returns the model of each row really inserted."""
-    if not rows:
-        return []
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         return list(session.scalars(_PG_INSERT, {"rows": _pg_document(rows)}))
@@ -161,12 +148,14 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
 
 
 def store(session: Session, settings: Settings, events: list[PurchaseEvent | OutcomeEvent], source: str = "event") -> Stored:
-    """Store a batch in the caller's transaction and coalesce purchases per model."""
+    """Store a batch in the caller's transaction and coalesce purchases per model. An event the
+    database still refuses is reported in `rejected` by its index in `events`; its neighbours land."""
     if len(events) > MAX_BATCH:
         raise InvalidEvent(f"a batch holds at most {MAX_BATCH} events, got {len(events)}")
     now = clock.now()
-    result = Stored(enqueue=[])
-    purchases = [e for e in events if isinstance(e, PurchaseEvent)]
+    result = Stored()
+    positions = [i for i, e in enumerate(events) if isinstance(e, PurchaseEvent)]
+    purchases = [events[i] for i in positions]
     for event in purchases:
         settings.model(event.model)  # unknown model: UnknownModel names it, nothing stored
     rows = [
@@ -174,10 +163,10 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
          "event_time": e.occurred_at or now, "source": source, "created_at": now}
         for e in purchases
     ]
-    inserted = _insert_ignoring_duplicates(session, rows)
+    inserted, failed = _insert_rows(session, rows)
     result.stored += len(inserted)
-    result.duplicates += len(rows) - len(inserted)
-    result.rejected = []
+    result.duplicates += len(rows) - len(inserted) - len(failed)
+    result.rejected += [(positions[row], reason) for row, reason in failed]
     for i, event in enumerate(events):
         if isinstance(event, OutcomeEvent):
             try:
@@ -186,11 +175,16 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
                 result.stored += 1
             except PredictionNotFound as exc:  # the rest of the batch still lands
                 result.rejected.append((i, str(exc)))
+            except DATA_ERRORS as exc:
+                if isinstance(exc, TRANSIENT_ERRORS):
+                    raise
+                result.rejected.append((i, _refused(exc)))
+    result.rejected.sort()
     per_model: dict[str, int] = {}
     for name in inserted:  # a duplicate (re-delivered) event asks for no retrain of its own
         per_model[name] = per_model.get(name, 0) + 1
     for model, count in per_model.items():
-        job = coalesce(session, settings, model, count)
+        job = retrain_requests.coalesce(session, settings, model, count)
         if job is None:
             result.coalesced += count
         else:
@@ -199,49 +193,39 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
     return result
 
 
-def coalesce(session: Session, settings: Settings, model: str, count: int = 1, trigger: Trigger = Trigger.EVENT,
-             requested_by: str = "events", window: float | None = None) -> Enqueue | None:
-    """Join the model's pending retrain request, or open one and return what to enqueue.
-    `window` defaults to the model's debounce window (events); a check passes 0 (run now)."""
-    cfg = settings.model(model)
-    now = clock.now()
-    window = cfg.debounce_seconds if window is None else window
-    # Most calls join an open request: look for it first (one locking read) rather than paying for a
-    # failed INSERT, its savepoint and the IntegrityError on every chunk of an event storm.
-    pending = _pending(session, model)
-    if pending is None:
+def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[int, str]]]:
+    """The chunk in one INSERT; should the database refuse it (a row validation let through), the
+    chunk again row by row, each in a savepoint, so only the refused rows are lost. Returns the
+    models of the inserted rows and (row index, reason) of the refused ones."""
+    if not rows:
+        return [], []
+    try:
+        with session.begin_nested():
+            return _insert_ignoring_duplicates(session, rows), []
+    except DATA_ERRORS as exc:
+        if isinstance(exc, TRANSIENT_ERRORS):
+            raise
+    inserted: list[str] = []
+    failed: list[tuple[int, str]] = []
+    for i, row in enumerate(rows):
         try:
             with session.begin_nested():
-                request = RetrainRequest(
-                    model=model, trigger=trigger, requested_by=requested_by,
-                    reason=f"{count} {trigger.value} event(s)", status=RequestStatus.PENDING, event_count=count,
-                    created_at=now, not_before=now + timedelta(seconds=window),
-                )
-                session.add(request)
-            audit.record(session, "trigger", f"{model}: retrain requested by {requested_by} ({trigger.value})",
-                         model=model, request_id=request.id, countdown=window)
-            return Enqueue(model, request.id, window)
-        except IntegrityError:  # another transaction opened it between our read and our insert: join it
-            pending = _pending(session, model)
-            if pending is None:  # it started running between our insert and this read: try once more
-                return coalesce(session, settings, model, count, trigger, requested_by, window)
-    pending.event_count += count
-    if pending.not_before + STALE_PENDING < now:  # its message never ran: send it again, once a period
-        pending.not_before = now
-        return Enqueue(model, pending.id, 0)
-    return None
+                inserted += _insert_ignoring_duplicates(session, [row])
+        except DATA_ERRORS as exc:
+            if isinstance(exc, TRANSIENT_ERRORS):
+                raise
+            failed.append((i, _refused(exc)))
+    return inserted, failed
 
 
-def _pending(session: Session, model: str) -> RetrainRequest | None:
-    """The model's open request, locked (FOR UPDATE) so concurrent joins add up instead of overwriting."""
-    return session.scalar(
-        sa.select(RetrainRequest)
-        .where(RetrainRequest.model == model, RetrainRequest.status == RequestStatus.PENDING)
-        .with_for_update()
-    )
+def _refused(exc: Exception) -> str:
+    cause = getattr(exc, "orig", None) or exc
+    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    return validation.storable(f"the database refused it: {type(cause).__name__}: {first}"[:300])
 
 
 def reject(session: Session, payload: Any, error: str) -> None:
-    """Keep what could not be stored (truncated) with the reason, so a bad event is never silently lost."""
-    text = payload if isinstance(payload, str) else json.dumps(payload, default=str)
-    audit.record(session, "event_rejected", f"event rejected: {error}", payload=text[:2000], error=error)
+    """Keep a bad event with the reason, so it is never silently lost: a storable, truncated text of
+    the payload (NUL and lone surrogates escaped), whatever it is (any depth, size or type)."""
+    error = validation.storable(error[:500])
+    audit.record(session, "event_rejected", f"event rejected: {error}", payload=validation.preview(payload), error=error)

@@ -1,7 +1,7 @@
 """Promotion decisions as Slack Block Kit messages, posted through slack_sdk's WebhookClient.
 
 With no webhook configured the message is logged instead. The webhook URL is a secret: it is never
-logged, never put in an exception message and never stored.
+logged, never put in an exception message and never stored; nor is a response body, which may echo it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
 from retrainer.db.records import TrainingRun
-from services import audit
-from services.errors import NotFound
+from retrainer.services import audit
+from retrainer.services.errors import NotFound
 
 log = logging.getLogger(__name__)
 logging.getLogger("slack_sdk").setLevel(logging.WARNING)  # its debug lines would print the URL
@@ -56,7 +56,7 @@ def decision_message(session: Session, run_id: str) -> tuple[str, list[dict[str,
         {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
     ]
     if run.metrics:
-        keys = [k for k in ("mae", "rmse", "r2", "accuracy") if k in run.metrics]
+        keys = list(run.metrics)  # the family's own metrics, in its order
         old = run.old_metrics or {}
         lines = [f"`{k:<8}` {_fmt(old.get(k))} → {_fmt(run.metrics[k])}" for k in keys]
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "*Holdout metrics (production → candidate)*\n" + "\n".join(lines)}})
@@ -76,12 +76,13 @@ def send(webhook_url: SecretStr | None, text: str, blocks: list[dict[str, Any]],
     client = WebhookClient(webhook_url.get_secret_value(), timeout=int(max(1, timeout)))
     try:
         response = client.send(text=text, blocks=blocks)
-    except Exception as exc:  # network errors and timeouts; the message must not carry the URL
+    except Exception as exc:  # noqa: BLE001  network errors and timeouts; the message must not carry the URL
         raise SlackTransientError(f"Slack webhook unreachable: {type(exc).__name__}") from None
+    # The status code only: a relay or an endpoint may echo the request URL (the secret) in its body.
     if response.status_code == 429 or response.status_code >= 500:
         raise SlackTransientError(f"Slack webhook answered {response.status_code}")
     if response.status_code >= 400:
-        raise SlackRejected(f"Slack webhook refused the message: {response.status_code} {str(response.body)[:200]}")
+        raise SlackRejected(f"Slack webhook refused the message: {response.status_code}")
     return "sent"
 
 

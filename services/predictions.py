@@ -7,7 +7,6 @@ training row, so live traffic becomes tomorrow's training data.
 
 from __future__ import annotations
 
-import math
 import uuid
 from datetime import datetime
 from typing import Any
@@ -18,25 +17,23 @@ from sqlalchemy.orm import Session
 
 from retrainer import clock
 from retrainer.db.records import Observation, PredictionRecord, PredictionStatus
-from services import registry
-from services.errors import NoProductionVersion, PredictionNotFound
+from retrainer.services import registry, validation
+from retrainer.services.errors import NoProductionVersion, PredictionNotFound
 
+# The event definitions (services/validation.py): a prediction's features and values pass the same
+# checks as a producer's event, so what training later reads is the same either way. Errors are
+# InvalidEvent, a ValueError naming the field.
 
 def check_features(features: Any, where: str = "features") -> dict[str, float | int | str]:
-    if not isinstance(features, dict) or not features:
-        raise ValueError(f"{where}: expected a non-empty object of name -> value")
-    for name, value in features.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
-            raise ValueError(f"{where}.{name}: expected a number or string, got {type(value).__name__}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{where}.{name}: {value} is not a finite number")
-    return features
+    return validation.features(features, where)
 
 
 def check_value(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{where}: expected a finite number, got {value!r}")
-    return float(value)
+    return float(validation.number(value, where))
+
+
+def _check_text(value: str | None, where: str, max_chars: int) -> str | None:
+    return None if value is None else validation.text(value, where, max_chars)
 
 
 def log_prediction(
@@ -52,16 +49,16 @@ def log_prediction(
     at: datetime | None = None,
 ) -> PredictionRecord:
     record = PredictionRecord(
-        prediction_id=prediction_id or uuid.uuid4().hex,
-        model=model,
-        version_id=version_id,
+        prediction_id=_check_text(prediction_id or None, "prediction_id", validation.MAX_ID_CHARS) or uuid.uuid4().hex,
+        model=validation.text(model, "model", validation.MAX_MODEL_CHARS),
+        version_id=_check_text(version_id, "version_id", 120),
         features=check_features(features),
         predicted=check_value(predicted, "predicted"),
         confidence=None if confidence is None else check_value(confidence, "confidence"),
-        hook_type=hook_type,
-        template_id=template_id,
+        hook_type=_check_text(hook_type, "hook_type", 64),
+        template_id=_check_text(template_id, "template_id", 64),
         status=PredictionStatus.PREDICTED,
-        predicted_at=at or clock.now(),
+        predicted_at=clock.now() if at is None else validation.moment(at, "at"),
     )
     session.add(record)
     return record
@@ -75,16 +72,22 @@ def predict(session: Session, model: str, rows: list[dict[str, Any]], **segment:
     estimator = registry.load_estimator(version)
     for i, row in enumerate(rows):
         check_features(row, f"rows[{i}]")
-    values = estimator.predict(pd.DataFrame(rows))
+    now = clock.now()
+    time = pd.Series([now] * len(rows)) if estimator.needs_time else None
+    predicted = estimator.predict(pd.DataFrame(rows), time=time)
+    confidence = predicted.confidence()
     return [
-        log_prediction(session, model, row, float(value), version_id=version.version_id, **segment)
-        for row, value in zip(rows, values, strict=True)
+        log_prediction(session, model, row, float(value), version_id=version.version_id,
+                       confidence=None if confidence is None else float(confidence[i]), at=now, **segment)
+        for i, (row, value) in enumerate(zip(rows, predicted.value, strict=True))
     ]
 
 
 def record_outcome(session: Session, prediction_id: str, actual: float, at: datetime | None = None) -> PredictionRecord:
     """Attach the real outcome; idempotent for the same value (a re-delivered event changes nothing)."""
     actual = check_value(actual, "actual")
+    prediction_id = validation.text(prediction_id, "prediction_id", validation.MAX_ID_CHARS)
+    at = None if at is None else validation.moment(at, "at")
     record = session.scalar(
         sa.select(PredictionRecord).where(PredictionRecord.prediction_id == prediction_id).with_for_update()
     )

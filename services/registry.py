@@ -10,11 +10,11 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from models.base import Family
 from retrainer import clock
 from retrainer.db.records import ModelVersion, VersionStatus
-from services import artifacts, audit
-from services.errors import ModelVersionNotFound, NoProductionVersion, PromotionConflict
+from retrainer.models.base import Family
+from retrainer.services import artifacts, audit
+from retrainer.services.errors import ModelVersionNotFound, NoProductionVersion, PromotionConflict
 
 
 def production(session: Session, model: str) -> ModelVersion | None:
@@ -45,16 +45,37 @@ def load_estimator(version: ModelVersion) -> Family:
     return artifacts.load(version.family, version.artifact_uri, version.artifact_sha256)
 
 
+class ExpectedVersionError(LookupError):
+    """The version a compare-and-swap expects is no version of the model it swaps (a typo, another model's)."""
+
+    def __init__(self, model: str, version_id: str, expected_id: str, expected_model: str | None,
+                 current: str | None):
+        self.model, self.expected_id, self.expected_model = model, expected_id, expected_model
+        what = "does not exist" if expected_model is None else f"is a version of {expected_model!r}, not of {model!r}"
+        super().__init__(f"cannot promote {version_id}: the expected production version {expected_id!r} {what} "
+                         f"(production of {model!r} is {current or 'none'})")
+
+
+def _check_expected(session: Session, model: str, new_id: str, expected_id: str) -> None:
+    expected = session.get(ModelVersion, expected_id)
+    if expected is None or expected.model != model:
+        current = production(session, model)
+        raise ExpectedVersionError(model, new_id, expected_id, expected.model if expected else None,
+                                   current.version_id if current else None)
+
+
 def swap_production(session: Session, model: str, new_id: str, expected_id: str | None) -> ModelVersion:
-    """Compare-and-swap inside the caller's transaction; raises PromotionConflict if it lost."""
+    """Compare-and-swap inside the caller's transaction; raises PromotionConflict if it lost, and
+    ExpectedVersionError if `expected_id` names no version of `model`."""
     if expected_id is not None:
         demoted = session.execute(
-            sa.update(ModelVersion)
-            .where(ModelVersion.version_id == expected_id, ModelVersion.is_production)
+            sa.update(ModelVersion)  # scoped to the model: another model's production is never touched
+            .where(ModelVersion.version_id == expected_id, ModelVersion.model == model, ModelVersion.is_production)
             .values(is_production=False, status=VersionStatus.TRAINED)
             .execution_options(synchronize_session=False)
         )
         if demoted.rowcount != 1:
+            _check_expected(session, model, new_id, expected_id)
             current = production(session, model)
             raise PromotionConflict(model, expected_id, current.version_id if current else None)
     elif (current := production(session, model)) is not None:
@@ -79,6 +100,8 @@ def promote(session: Session, version_id: str, expected_id: str | None = None, a
     version = get(session, version_id)
     if version.status == VersionStatus.FAILED:
         raise ValueError(f"model version {version_id!r} failed training and cannot be promoted")
+    if expected_id is not None:  # refused even when there is nothing to swap: the caller is confused
+        _check_expected(session, version.model, version_id, expected_id)
     current = production(session, version.model)
     if current is not None and current.version_id == version_id:
         return version

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from retrainer.services import accuracy, registry
 from sqlalchemy.orm import Session
 
 from retrainer import clock
@@ -21,7 +22,6 @@ from retrainer.db.records import (
     SystemEvent,
     TrainingRun,
 )
-from services import accuracy, registry
 
 
 def _iso(value: datetime | None) -> str | None:

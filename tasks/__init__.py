@@ -1,6 +1,6 @@
-"""Celery layer: the app (`celery -A tasks worker`) and thin tasks by domain."""
+"""Celery layer: the app (`celery -A retrainer.tasks worker`) and thin tasks by domain."""
 
-from tasks.app import app
+from retrainer.tasks.app import app
 
 celery = app
 

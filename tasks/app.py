@@ -10,9 +10,9 @@ from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
+from retrainer.tasks.logcontext import LOG_FORMAT
 
 from retrainer.config import Settings, get_settings
-from tasks.logcontext import LOG_FORMAT
 
 QUEUES = ("training", "events", "checks", "notifications")
 
@@ -41,8 +41,16 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+def prefetch_multiplier(settings: Settings) -> int:
+    """1 on a server broker: a long retrain must not hold queued messages hostage. The embedded broker
+    runs celery 5.6's synchronous loop, which acknowledges a message only when its next 2 s poll ends
+    (celery#10263, fixed in 5.7); with a window of one message per child each event then waited for
+    that poll. One machine, one worker: a wider window costs nothing there."""
+    return 16 if settings.broker_url.startswith("filesystem") else 1
+
+
 def configure(app: Celery, settings: Settings) -> None:
-    from tasks.schedule import beat_schedule
+    from retrainer.tasks.schedule import beat_schedule
 
     if settings.result_backend.startswith("db+sqlite"):
         Path(settings.result_backend.removeprefix("db+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -63,7 +71,7 @@ def configure(app: Celery, settings: Settings) -> None:
         task_routes={f"{q}.*": {"queue": q} for q in QUEUES},
         task_acks_on_failure_or_timeout=True,
         task_reject_on_worker_lost=False,  # a killed retrain is re-run by its lease expiry, not a loop
-        worker_prefetch_multiplier=1,  # a long retrain must not hold queued messages hostage
+        worker_prefetch_multiplier=prefetch_multiplier(settings),
         worker_send_task_events=True,  # Flower
         task_send_sent_event=True,
         task_track_started=True,
@@ -76,7 +84,7 @@ def configure(app: Celery, settings: Settings) -> None:
     )
 
 
-TASK_MODULES = ["tasks.training", "tasks.checks", "tasks.events", "tasks.notifications"]
+TASK_MODULES = [f"retrainer.tasks.{name}" for name in ("training", "checks", "events", "notifications")]
 
 
 def make_app(settings: Settings, main: str = "retrainer") -> Celery:
@@ -89,3 +97,5 @@ def make_app(settings: Settings, main: str = "retrainer") -> Celery:
 
 app = Celery("retrainer", include=TASK_MODULES)
 configure(app, get_settings())
+
+from retrainer.tasks import health  # noqa: F401  (its worker signals must be connected in every worker)

@@ -8,22 +8,22 @@ from contextlib import contextmanager
 
 from celery import Task
 from celery.signals import worker_process_init, worker_process_shutdown
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from retrainer.config import get_settings
-from retrainer.db import dispose_engines, session_scope
+from retrainer.db import TRANSIENT_ERRORS, dispose_engines, session_scope
 
 
 class RetrainerTask(Task):
     abstract = True
     # The one transient failure every task shares: the database went away or (SQLite) stayed
-    # locked. Retried with exponential backoff and jitter; anything else fails at once.
-    autoretry_for = (OperationalError,)
+    # locked. Retried with exponential backoff and jitter (full jitter: 0..2^n s, capped at 300 s),
+    # ten times: about ten minutes of outage on average; anything else fails at once.
+    autoretry_for = TRANSIENT_ERRORS
     retry_backoff = 2
     retry_backoff_max = 300
     retry_jitter = True
-    max_retries = 5
+    max_retries = 10
 
     @contextmanager
     def session(self) -> Iterator[Session]:

@@ -1,16 +1,20 @@
-"""checks.* — scheduled health checks that decide whether a model needs a retrain."""
+"""checks.* — scheduled checks: does a model need a retrain, and does anything need repair."""
 
 from __future__ import annotations
 
 import logging
 from typing import Any
 
+import redis
+from kombu.exceptions import OperationalError as BrokerError
+from retrainer.services import accuracy, reconcile, retrain_requests
+from retrainer.tasks import inbox
+from retrainer.tasks.app import app
+from retrainer.tasks.base import RetrainerTask
+from retrainer.tasks.enqueue import send_jobs
+
 from retrainer.config import get_settings
 from retrainer.db.records import Trigger
-from services import accuracy, events
-from tasks.app import app
-from tasks.base import RetrainerTask
-from tasks.producer import send_jobs
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +26,53 @@ def check_accuracy(self: RetrainerTask, model: str) -> dict[str, Any]:
     with self.session() as session:
         result = accuracy.check(session, model, settings.model(model).accuracy)
         if result["status"] == "retrain_needed":
-            job = events.coalesce(session, settings, model, trigger=Trigger.ACCURACY,
+            job = retrain_requests.coalesce(session, settings, model, trigger=Trigger.ACCURACY,
                                   requested_by="check_accuracy", window=0)
     if job is not None:  # enqueue only after the request row committed
         send_jobs([job], trigger=Trigger.ACCURACY.value, settings=settings)
     result["retrain_enqueued"] = job is not None
     log.info("accuracy check %s: %s", model, result["message"])
     return result
+
+
+@app.task(name="checks.request_retrain", base=RetrainerTask, bind=True, soft_time_limit=60, time_limit=90)
+def request_retrain(self: RetrainerTask, model: str, trigger: str = "schedule") -> bool:
+    """A scheduled retrain: open (or pull forward) the model's request, then enqueue it."""
+    settings = get_settings()
+    with self.session() as session:
+        job = retrain_requests.coalesce(session, settings, model, trigger=Trigger(trigger), requested_by="beat",
+                                        window=0)
+    if job is not None:
+        send_jobs([job], settings=settings)
+    return job is not None
+
+
+@app.task(name="checks.reconcile", base=RetrainerTask, bind=True, ignore_result=True, soft_time_limit=60,
+          time_limit=90)
+def reconcile_state(self: RetrainerTask) -> None:
+    with self.session() as session:
+        repairs = reconcile.reconcile(session, get_settings())
+    send_jobs(repairs.jobs)  # after the commit that re-opened them
+    for run_id in repairs.renotified_runs:
+        app.send_task("notifications.notify_decision", args=[run_id], queue="notifications")
+        with self.session() as session:
+            reconcile.mark_notified(session, [run_id])
+    resent = _resend_events(self)
+    if repairs or resent:
+        log.info("reconciled: %s", {k: v for k, v in repairs.as_dict().items() if v} | {"resent_events": resent})
+
+
+def _resend_events(task: RetrainerTask) -> int:
+    """Per-event messages a Redis restart lost (tasks/inbox.py): sent again, and the pass says so."""
+    box = inbox.of(app)
+    if box is None:
+        return 0
+    try:
+        resent = box.resend_overdue(app, get_settings().recovery.resend_after_seconds)
+    except (redis.RedisError, BrokerError) as exc:  # the broker is away: the next pass tries again
+        log.warning("reconcile: event receipts not checked (%s)", type(exc).__name__)
+        return 0
+    if resent:
+        with task.session() as session:
+            reconcile.record(session, resent_events=resent)
+    return resent

@@ -3,15 +3,17 @@ outage delays the message but never loses the decision."""
 
 from __future__ import annotations
 
+from retrainer.services import notifications
+from retrainer.tasks.app import app
+from retrainer.tasks.base import RetrainerTask
+
 from retrainer.config import get_settings
-from services import notifications
-from tasks.app import app
-from tasks.base import RetrainerTask
+from retrainer.db import TRANSIENT_ERRORS
 
 
 @app.task(
     name="notifications.notify_decision", base=RetrainerTask, bind=True, ignore_result=True,
-    autoretry_for=(notifications.SlackTransientError,), retry_backoff=5, retry_backoff_max=600,
+    autoretry_for=(notifications.SlackTransientError, *TRANSIENT_ERRORS), retry_backoff=5, retry_backoff_max=600,
     retry_jitter=True, max_retries=8, soft_time_limit=60, time_limit=90,
 )
 def notify_decision(self: RetrainerTask, run_id: str) -> str:

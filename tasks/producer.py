@@ -1,4 +1,4 @@
-"""How work gets onto the queues: enqueue helpers and the producers' batch path.
+"""The producers' client: one event per Celery message, or many per round trip (the batch path).
 
 `publish_events([...])` stores many events in one transaction (one multi-row INSERT) and enqueues
 at most one retrain per model per debounce window — instead of one Celery message per event, which
@@ -7,42 +7,38 @@ tops out near a thousand messages a second per producer.
 
 from __future__ import annotations
 
-import uuid
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from celery import Celery
-from celery.result import AsyncResult
+from retrainer.services import events
+from retrainer.services.errors import InvalidEvent
+from retrainer.tasks import inbox
+from retrainer.tasks.app import app
+from retrainer.tasks.enqueue import send_jobs
 
 from retrainer.config import Settings, get_settings
 from retrainer.db import session_scope
-from services import events
-from services.errors import InvalidEvent
-from tasks.app import app
 
 
-def send_retrain(model: str, trigger: str = "manual", request_id: int | None = None, countdown: float = 0,
-                 settings: Settings | None = None, via: Celery | None = None) -> AsyncResult:
-    settings = settings or get_settings()
-    limit = settings.model(model).training.time_limit_seconds
-    return (via or app).send_task(
-        "training.retrain_model", kwargs={"model": model, "trigger": trigger, "request_id": request_id},
-        queue="training", countdown=countdown or None, soft_time_limit=limit, time_limit=limit + 60,
-    )
+class Sent(NamedTuple):
+    event_id: str
+    task_id: str  # the Celery message's id: worker logs name the task by it
 
 
-def send_jobs(jobs: Iterable[events.Enqueue], trigger: str = "event", settings: Settings | None = None,
-              via: Celery | None = None) -> list[str]:
-    """Enqueue coalesced retrains; call only after the transaction that created them committed."""
-    return [send_retrain(j.model, trigger, j.request_id, j.countdown, settings, via).id for j in jobs]
-
-
-def send_event(payload: dict[str, Any], via: Celery | None = None) -> AsyncResult:
-    """The per-event path: one Celery message. An event id is set here so a re-delivery is a no-op."""
-    if isinstance(payload, dict) and not payload.get("event_id"):
-        payload = {**payload, "event_id": uuid.uuid4().hex}
-    return (via or app).send_task("events.ingest_event", args=[payload], queue="events")
+def send_event(payload: Any, via: Celery | None = None) -> Sent:
+    """The per-event path: one Celery message. The event is validated here
+    (InvalidEvent, and nothing sent, when it is bad) and travels as one JSON string with an event id (a
+    re-delivery is a no-op): a worker never has to pickle a nested object to hand it to its pool. On
+    Redis its receipt is written first (tasks/inbox.py), so a message lost to a restart is re-sent."""
+    target = via or app
+    document = events.document(payload)
+    event_id = json.loads(document)["event_id"]
+    if (box := inbox.of(target)) is not None:
+        box.record(event_id, document)
+    return Sent(event_id, inbox.send(target, document))
 
 
 @dataclass

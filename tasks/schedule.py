@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from celery.schedules import crontab, schedule
@@ -24,7 +25,12 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
             }
         if cfg.schedules.retrain:
             entries[f"retrain:{name}"] = {
-                "task": "training.retrain_model", "schedule": as_celery_schedule(cfg.schedules.retrain),
-                "kwargs": {"model": name, "trigger": "schedule"}, "options": {"queue": "training"},
+                "task": "checks.request_retrain", "schedule": as_celery_schedule(cfg.schedules.retrain),
+                "kwargs": {"model": name, "trigger": "schedule"}, "options": {"queue": "checks", "expires": 3600},
             }
+    every = settings.recovery.reconcile_every_seconds
+    entries["reconcile"] = {  # repairs what crashes leave behind (services/reconcile.py)
+        "task": "checks.reconcile", "schedule": schedule(run_every=timedelta(seconds=every)),
+        "options": {"queue": "checks", "expires": every},
+    }
     return entries

@@ -6,11 +6,16 @@ import logging
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from kombu.exceptions import OperationalError as BrokerError
+from sqlalchemy.orm import Session
 
-from retrainer.config import get_settings
-from services import retrain
-from tasks.app import app, longest_hard_limit
-from tasks.base import RetrainerTask
+from retrainer.config import UnknownModel, get_settings
+from retrainer.db import TRANSIENT_ERRORS
+from retrainer.db.records import RequestStatus, RetrainRequest
+from retrainer.services import audit, reconcile, retrain, retrain_requests
+from retrainer.tasks.app import app, longest_hard_limit
+from retrainer.tasks.base import RetrainerTask
+from retrainer.tasks.enqueue import RetrainFailed, send_jobs
 
 log = logging.getLogger(__name__)
 _limit = longest_hard_limit(get_settings())
@@ -18,19 +23,53 @@ _limit = longest_hard_limit(get_settings())
 
 @app.task(
     name="training.retrain_model", base=RetrainerTask, bind=True,
-    acks_late=True,  # idempotent: the run lock makes a re-delivered duplicate exit "skipped"
-    soft_time_limit=_limit - 60, time_limit=_limit, max_retries=20,  # a follow-up may wait for a long run
+    acks_late=True,  # idempotent: a duplicate message finds its request taken or done and exits "skipped"
+    soft_time_limit=_limit - 60, time_limit=_limit,
 )
 def retrain_model(self: RetrainerTask, model: str, trigger: str = "manual", request_id: int | None = None) -> dict[str, Any]:
+    """The result of a retrain; one that ended in error raises RetrainFailed (Celery state FAILURE)."""
+    settings = get_settings()
+    if model not in settings.models:  # sent by a producer whose configuration this worker does not share
+        reason = str(UnknownModel(model, list(settings.models)))
+        with self.session() as session:
+            _fail_request(session, model, request_id, reason)
+        raise RetrainFailed.of({"status": "error", "model": model, "trigger": trigger, "request_id": request_id,
+                                "message": reason})
     with self.session() as session:
         try:
-            result = retrain.retrain(session, get_settings(), model, trigger, request_id, self.request.id)
+            result = retrain.retrain(session, settings, model, trigger, request_id, self.request.id,
+                                     attempt=self.request.retries)
         except SoftTimeLimitExceeded:  # the pipeline already recorded the failure; keep the worker
             result = {"status": "error", "model": model, "message": "time limit exceeded"}
     log.info("retrain %s: %s %s", model, result["status"], result.get("reason") or result.get("message", ""))
-    if result["status"] == "skipped" and request_id is not None and result.get("holder"):
-        # A follow-up that arrived while a run holds the lock waits for it instead of being lost.
-        raise self.retry(countdown=max(5.0, get_settings().model(model).debounce_seconds))
-    if result.get("run_id") and result["status"] != "skipped":
-        app.send_task("notifications.notify_decision", args=[result["run_id"]], queue="notifications")
+    if result["status"] != "skipped":
+        _after_run(self, model, result.get("run_id"))
+    if result["status"] == "error":  # after the clean-up above: the run row and the request say why
+        raise RetrainFailed.of(result)
     return result
+
+
+def _fail_request(session: Session, model: str, request_id: int | None, reason: str) -> None:
+    """Close the message's request with the reason, so it does not stay pending (and be re-sent) for
+    ever; only while pending, since a worker that knows the model may have taken it meanwhile."""
+    request = session.get(RetrainRequest, request_id, with_for_update=True) if request_id is not None else None
+    if request is not None and request.model == model and request.status == RequestStatus.PENDING:
+        retrain_requests.close(session, request_id, RequestStatus.FAILED, reason)
+        audit.record(session, "decision", f"{model}: retrain request {request_id} failed: {reason}", model=model,
+                     request_id=request_id, outcome="error")
+
+
+def _after_run(task: RetrainerTask, model: str, run_id: str | None) -> None:
+    """Publish the decision and start the follow-up that waited for this run. Both are also done by
+    the reconciler if this worker dies or the broker is away right now, so a failure here is logged."""
+    try:
+        if run_id is not None:
+            app.send_task("notifications.notify_decision", args=[run_id], queue="notifications")
+            with task.session() as session:
+                reconcile.mark_notified(session, [run_id])
+        with task.session() as session:
+            job = retrain_requests.next_job(session, model)
+        if job is not None:
+            send_jobs([job])
+    except (BrokerError, *TRANSIENT_ERRORS) as exc:
+        log.warning("after run %s: %s; the reconciler will send what is missing", run_id, type(exc).__name__)

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from retrainer.config import Settings, load_settings
-from retrainer.processes import ALL_QUEUES, CeleryProcess, child_env, start_worker, write_config
+from retrainer.demo.processes import ALL_QUEUES, CeleryProcess, child_env, start_worker, write_config
 
 POSTGRES_SERVER = os.environ.get("RETRAINER_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 REDIS_SERVER = os.environ.get("RETRAINER_TEST_REDIS", "redis://127.0.0.1:6379/13")
@@ -26,11 +26,16 @@ def need(service: str, problem: str) -> None:
     pytest.skip(f"{message}; start it to run this test")
 
 
+SMALL_XGBOOST = {"n_estimators": 40, "max_depth": 3}  # few trees: fast, and still learns the synthetic data
+
+
 def model_config(**overrides: Any) -> dict[str, Any]:
-    """A small, fast ctr model config for tests (few trees, short windows)."""
+    """A small, fast model config for tests (few trees, short windows); ctr unless `family` says
+    otherwise. Small XGBoost params apply to the XGBoost families only: others have their own."""
+    family = overrides.get("family", "ctr")
     cfg: dict[str, Any] = {
-        "family": "ctr",
-        "params": {"n_estimators": 40, "max_depth": 3},
+        "family": family,
+        "params": dict(SMALL_XGBOOST) if family in ("ctr", "regressor", "classifier") else {},
         "training": {"min_samples": 50, "time_limit_seconds": 120},
         "debounce_seconds": 1,
         "schedules": {"check": None, "retrain": None, "monitor": None},
@@ -60,7 +65,7 @@ Worker = CeleryProcess
 
 
 def start_test_worker(settings: Settings, workdir: Path, queues: str = ALL_QUEUES, concurrency: int = 2) -> Worker:
-    """A real `celery -A tasks worker` child reading `settings` from a YAML file."""
+    """A real `celery -A retrainer.tasks worker` child reading `settings` from a YAML file."""
     config = write_config(settings, workdir / f"retrainer-{uuid.uuid4().hex[:6]}.yaml")
     return start_worker(workdir / f"worker-{uuid.uuid4().hex[:6]}.log", queues, concurrency, "test",
                         child_env(config), cwd=workdir)

@@ -50,6 +50,7 @@ class RequestStatus(enum.StrEnum):
     RUNNING = "running"
     COMPLETED = "completed"
     FAILED = "failed"
+    CANCELLED = "cancelled"
 
 
 class Priority(enum.StrEnum):
@@ -148,6 +149,8 @@ class ModelVersion(Base):
     library_versions: Mapped[dict[str, Any]]
     parent_version_id: Mapped[str | None] = mapped_column(sa.String(120))  # production when trained
     previous_production_id: Mapped[str | None] = mapped_column(sa.String(120))  # what it replaced
+    # The features it was trained on (services/schema.py): what later runs and ingestion check rows against
+    feature_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
 
 class RetrainRequest(Base):
@@ -177,7 +180,9 @@ class RetrainRequest(Base):
     not_before: Mapped[datetime] = mapped_column(default=_now)
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
-    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    run_id: Mapped[str | None] = mapped_column(sa.String(64))  # the run working on it (the latest)
+    lost_runs: Mapped[int] = mapped_column(default=0)  # runs that died on it; capped, so a poison request ends
+    error_message: Mapped[str | None] = mapped_column(sa.Text)  # why it failed or was closed
 
 
 class TrainingRun(Base):
@@ -205,7 +210,8 @@ class TrainingRun(Base):
     outcome: Mapped[str | None] = mapped_column(sa.String(32))  # retrained/kept/insufficient_data/...
     started_at: Mapped[datetime] = mapped_column(default=_now)
     completed_at: Mapped[datetime | None]
-    lease_expires_at: Mapped[datetime | None]
+    lease_expires_at: Mapped[datetime | None]  # renewed by the run's heartbeat; past it, the run is dead
+    attempt: Mapped[int] = mapped_column(default=0)  # the Celery retry number of the message that ran it
     duration_seconds: Mapped[float | None]
     dataset_size: Mapped[int | None]
     train_size: Mapped[int | None]
@@ -218,6 +224,7 @@ class TrainingRun(Base):
     error_message: Mapped[str | None] = mapped_column(sa.Text)
     celery_task_id: Mapped[str | None] = mapped_column(sa.String(64))
     request_id: Mapped[int | None] = mapped_column(sa.ForeignKey("retrain_requests.id"))
+    notified_at: Mapped[datetime | None]  # when its decision went to the notifications queue (else re-sent)
 
 
 class ModelEvaluation(Base):
@@ -235,7 +242,7 @@ class ModelEvaluation(Base):
     holdout_hash: Mapped[str] = mapped_column(sa.String(64))
     metrics: Mapped[dict[str, Any]]
     primary_metric: Mapped[str] = mapped_column(sa.String(32))
-    overall_score: Mapped[float]
+    overall_score: Mapped[float | None]  # null when the primary metric is not finite
     champion_score: Mapped[float | None]
     predictions_sample: Mapped[dict[str, Any]]
     evaluated_at: Mapped[datetime] = mapped_column(default=_now)

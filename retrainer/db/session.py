@@ -10,9 +10,14 @@ from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 _engines: dict[tuple[int, str], sa.Engine] = {}
+
+# The database went away, restarted or (SQLite) stayed locked: worth retrying the whole unit of work.
+# Anything else (a constraint, bad data, a bug) fails the same way on a retry.
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (OperationalError, InterfaceError)
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
@@ -37,7 +42,9 @@ def make_engine(url: str) -> sa.Engine:
         sa.event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN IMMEDIATE"))
         _disable_pysqlite_autobegin(engine)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A host that drops packets must fail a connect in seconds, not stall a task or a command for minutes.
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                            connect_args={"connect_timeout": 10} if parsed.get_backend_name() == "postgresql" else {})
 
 
 def _disable_pysqlite_autobegin(engine: sa.Engine) -> None:

@@ -23,6 +23,9 @@ from typing import Any
 
 import pytest
 import yaml
+from pydantic import BaseModel
+
+from retrainer.config import ModelConfig, Recovery, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -36,35 +39,12 @@ WAIT_SCRIPT = DEPLOY / "docker" / "wait-for-services.sh"
 
 SUBCOMMANDS = {"init", "worker", "beat", "flower", "status", "demo"}
 QUEUES = {"training", "events", "checks", "notifications"}
-SETTINGS_KEYS = {
-    "var_dir",
-    "database_url",
-    "broker_url",
-    "result_backend",
-    "artifact_dir",
-    "slack_webhook_url",
-    "slack_timeout_seconds",
-    "redis_key_prefix",
-    "worker_threads",
-    "models",
-}
-MODEL_KEYS = {
-    "family",
-    "params",
-    "features",
-    "accuracy",
-    "schedules",
-    "promotion",
-    "training",
-    "keep_versions",
-    "debounce_seconds",
-}
-MODEL_SECTIONS = {
-    "accuracy": {"mae_threshold", "lookback_days", "min_samples", "cooldown_hours"},
-    "schedules": {"check", "retrain", "monitor"},
-    "promotion": {"auto_promote", "min_improvement_pct"},
-    "training": {"test_fraction", "min_samples", "max_rows", "time_limit_seconds"},
-}
+# Read off the settings model, so a setting added there and not documented in the example fails here.
+SETTINGS_KEYS = set(Settings.model_fields)
+MODEL_KEYS = set(ModelConfig.model_fields)
+SECTIONS = {"recovery": set(Recovery.model_fields)}
+MODEL_SECTIONS = {name: set(field.annotation.model_fields) for name, field in ModelConfig.model_fields.items()
+                  if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
 ALLOWED_ENV = {f"RETRAINER_{key.upper()}" for key in SETTINGS_KEYS} | {"RETRAINER_CONFIG"}
 ENV_NAME = re.compile(r"\bRETRAINER_[A-Z0-9_]+")
 
@@ -331,6 +311,54 @@ def test_compose_reads_secrets_from_the_env_file():
 
 
 # --------------------------------------------------------------------------------------------
+# Flower
+
+
+BASIC_AUTH = re.compile(r"[^:,]+:[^,]+(,[^:,]+:[^,]+)*")  # what `retrainer flower` accepts in FLOWER_BASIC_AUTH
+
+
+def flower_commands() -> list[tuple[str, list[str]]]:
+    return [(label, cmd) for label, cmd in all_commands() if cmd[1] == "flower"]
+
+
+def test_flower_binds_all_interfaces_inside_its_container_and_takes_no_credentials_as_arguments():
+    commands = flower_commands()
+    assert {label.split(":")[0] for label, _ in commands} == {"compose", "k8s"}
+    for label, cmd in commands:
+        # `retrainer flower` binds 127.0.0.1 unless told; in a container the port mapping or the
+        # Service must reach it, so the deployment says 0.0.0.0 itself.
+        assert option(cmd, "--address") == "0.0.0.0", label
+        assert not any("auth" in arg.lower() and arg != "--no-auth" for arg in cmd), f"{label}: {cmd}"
+        assert "--no-auth" not in cmd, label
+        assert not any(URL_USERINFO.search(arg) or BASIC_AUTH.fullmatch(arg) for arg in cmd[2:]), f"{label}: {cmd}"
+
+
+def test_compose_publishes_ports_on_localhost_only():
+    published = {name: svc.get("ports") or [] for name, svc in load_compose()["services"].items()}
+    assert published["flower"], "Flower is not published"
+    for name, ports in published.items():
+        for port in ports:
+            host_ip = port.get("host_ip") if isinstance(port, dict) else str(port).split(":")[0]
+            assert host_ip == "127.0.0.1", f"{name} publishes {port} beyond localhost"
+
+
+def test_flower_credentials_come_from_the_secret_in_a_valid_format():
+    secrets = {doc["metadata"]["name"]: doc.get("stringData") or {} for _, doc in k8s_docs() if doc.get("kind") == "Secret"}
+    flowers = [doc for _, doc, cmd in k8s_commands() if cmd[1] == "flower"]
+    assert flowers
+    values = [line.split("=", 1)[1] for line in ENV_EXAMPLE.read_text().splitlines()
+              if line.startswith("FLOWER_BASIC_AUTH=")]
+    for doc in flowers:
+        (container,) = [c for c in pod_spec(doc)["containers"] if argv(c.get("args"))[1:2] == ["flower"]]
+        names = [e["secretRef"]["name"] for e in container.get("envFrom", []) if "secretRef" in e]
+        values += [secrets[name]["FLOWER_BASIC_AUTH"] for name in names if "FLOWER_BASIC_AUTH" in secrets.get(name, {})]
+        assert "FLOWER_BASIC_AUTH" not in {e["name"] for e in container.get("env", [])}  # not a literal
+    assert len(values) >= 2, "FLOWER_BASIC_AUTH is in neither deploy/env.example nor Flower's Secret"
+    for value in values:
+        assert BASIC_AUTH.fullmatch(value), "the template would be refused by `retrainer flower`"
+
+
+# --------------------------------------------------------------------------------------------
 # configuration names
 
 
@@ -367,6 +395,8 @@ def test_example_config_documents_every_setting():
     assert set(model) == MODEL_KEYS
     for section, keys in MODEL_SECTIONS.items():
         assert set(model[section]) == keys, section
+    for section, keys in SECTIONS.items():
+        assert set(config[section]) == keys, section
     assert config["broker_url"] == "filesystem://"  # the embedded default
     assert config["slack_webhook_url"] is None  # never a literal secret in the example
 

@@ -1,154 +1,101 @@
-"""Every installed model family honours the protocol in models.base (one conformance test)."""
+"""Every installed family passes the conformance kit (retrainer.models.testing), and the ctr family's
+own promises: its metrics, categorical features, fine-tuning, and hyper-parameters checked early."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from models.base import LABEL, TIME, DataError, Family, Metrics, family_class, load_family
-from retrainer.config import available_families
-from services import dataset, synthetic
+from retrainer.config import available_families, load_settings
+from retrainer.models.base import DataError, Prediction, check_models, family_class, load_family
+from retrainer.models.ctr import CTRFamily
+from retrainer.models.testing import check_family, family_checks, synthetic_data
 
-SMALL_PARAMS: dict[str, dict[str, Any]] = {"ctr": {"n_estimators": 40, "max_depth": 3}}
-
-
-def synthetic_frame(n: int = 300, seed: int = 3) -> pd.DataFrame:
-    rows = synthetic.generate(n, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 31, tzinfo=UTC), seed=seed)
-    return pd.DataFrame(
-        [{"row_id": i, TIME: r.event_time, LABEL: r.label, **r.features} for i, r in enumerate(rows)]
-    )
-
-
-def small_params(family: str, **extra: Any) -> dict[str, Any]:
-    return {**SMALL_PARAMS.get(family, {}), **extra}
-
-
-@pytest.fixture(scope="module")
-def frame() -> pd.DataFrame:
-    return synthetic_frame()
+# Small and fast: the kit's data set is a few hundred rows.
+SMALL_PARAMS: dict[str, dict[str, Any]] = {"ctr": {"n_estimators": 30, "max_depth": 3},
+                                            "timing": {"uncertainty_samples": 50},
+                                            "regressor": {"n_estimators": 30, "max_depth": 3},
+                                            "classifier": {"n_estimators": 30, "max_depth": 3}}
+# A family that serves several tasks runs the kit once per task, which its parameters choose.
+TASKS: dict[str, dict[str, dict[str, Any]]] = {
+    "classifier": {"binary": {"task": "binary"}, "multiclass": {"task": "multiclass"}},
+}
+VARIANTS = {f"{family}-{task}" if task else family: (family, SMALL_PARAMS.get(family, {}) | extra)
+            for family in sorted(available_families()) for task, extra in TASKS.get(family, {"": {}}).items()}
+CASES = [(variant, name) for variant, (family, params) in VARIANTS.items()
+         for name, _ in family_checks(family_class(family), params)]
 
 
-@pytest.mark.parametrize("family", sorted(available_families()))
-def test_family_conformance(family: str, frame: pd.DataFrame, tmp_path: Path) -> None:
-    cls = family_class(family)
-    assert cls.name == family
-    assert isinstance(cls.algorithm, str) and cls.algorithm
-    assert cls.artifact_suffix.startswith(".")
-
-    train_rows, test_rows = frame.iloc[:240], frame.iloc[240:]
-    train = dataset.features_only(train_rows)
-    scoring = dataset.features_only(test_rows.drop(columns=[LABEL]))
-    y_true = test_rows[LABEL].to_numpy()
-
-    # construction stores hyper-parameters only: nothing learned yet, params come back as given
-    probe = load_family(family, small_params(family, random_state=11))
-    assert isinstance(probe, Family)
-    assert not [k for k in vars(probe) if k.endswith("_") and not k.startswith("_")], vars(probe)
-    params = probe.get_params()
-    for key, value in small_params(family, random_state=11).items():
-        assert params[key] == value
-    probe.get_params()["random_state"] = -1  # a copy: mutating it changes nothing
-    assert probe.get_params()["random_state"] == 11
-
-    # fit returns self and learns state
-    first = load_family(family, small_params(family, random_state=5))
-    assert first.fit(train) is first
-    assert [k for k in vars(first) if k.endswith("_")]
-    p1 = first.predict(scoring)
-    assert isinstance(p1, np.ndarray) and p1.shape == (len(test_rows),)
-    assert np.isfinite(p1).all()
-
-    # same random_state: identical predictions
-    second = load_family(family, small_params(family, random_state=5)).fit(train)
-    np.testing.assert_array_equal(second.predict(scoring), p1)
-
-    # evaluate: Metrics with the primary among its values, and it learned something
-    metrics = first.evaluate(y_true, p1)
-    assert isinstance(metrics, Metrics)
-    assert metrics.primary in metrics.values
-    assert isinstance(metrics.higher_is_better, bool)
-    assert all(isinstance(v, float) for v in metrics.values.values())
-    perfect = first.evaluate(y_true, y_true)
-    assert perfect.improvement_pct(metrics) > 0  # a perfect prediction scores better in the family's direction
-
-    # save -> load round trip predicts identically (the library's own format)
-    path = tmp_path / f"model{cls.artifact_suffix}"
-    first.save(path)
-    assert path.is_file() and path.stat().st_size > 0
-    loaded = cls.load(path)
-    assert isinstance(loaded, cls)
-    np.testing.assert_array_equal(loaded.predict(scoring), p1)
-    assert loaded.get_params()["random_state"] == 5
-
-    versions = first.library_versions()
-    assert versions and all(isinstance(v, str) and v for v in versions.values())
-
-    # a NaN feature at predict time is refused, never silently predicted
-    bad = scoring.copy()
-    bad.iloc[0, 0] = np.nan
-    with pytest.raises(DataError):
-        first.predict(bad)
-    bad = scoring.copy()
-    bad.iloc[1, 1] = np.inf
-    with pytest.raises(DataError):
-        first.predict(bad)
+@pytest.mark.parametrize(("variant", "check"), CASES, ids=[f"{v}-{c}" for v, c in CASES])
+def test_conformance(variant: str, check: str) -> None:
+    family, params = VARIANTS[variant]
+    checks = dict(family_checks(family_class(family), params))
+    checks[check]()
 
 
-def test_ctr_missing_feature_column_names_it(frame: pd.DataFrame) -> None:
-    est = load_family("ctr", small_params("ctr")).fit(dataset.features_only(frame))
-    scoring = dataset.features_only(frame.drop(columns=[LABEL, "thumbnail_score"]))
-    with pytest.raises(DataError, match="thumbnail_score"):
-        est.predict(scoring)
+def test_check_family_names_the_broken_rule() -> None:
+    class Forgetful(CTRFamily):
+        def get_params(self) -> dict[str, Any]:
+            return {}
 
-
-def test_ctr_refuses_nan_labels_and_empty_features(frame: pd.DataFrame) -> None:
-    train = dataset.features_only(frame).copy()
-    train.loc[3, LABEL] = np.nan
-    with pytest.raises(DataError, match="label"):
-        load_family("ctr", small_params("ctr")).fit(train)
-    with pytest.raises(DataError, match="no feature"):
-        load_family("ctr", small_params("ctr")).fit(frame[[LABEL]])
-
-
-def test_ctr_ignores_extra_columns_and_column_order(frame: pd.DataFrame) -> None:
-    est = load_family("ctr", small_params("ctr")).fit(dataset.features_only(frame))
-    scoring = dataset.features_only(frame.drop(columns=[LABEL]))
-    expected = est.predict(scoring)
-    shuffled = scoring[list(reversed(scoring.columns))].assign(unrelated=1.0)
-    np.testing.assert_array_equal(est.predict(shuffled), expected)
+    with pytest.raises(AssertionError, match="Forgetful fails init_stores_params_only: get_params must return"):
+        check_family(Forgetful, {"n_estimators": 5})
 
 
 def test_ctr_metrics_match_definitions() -> None:
-    est = load_family("ctr")
     y = np.array([0.10, 0.20, 0.05, 0.40])
     p = np.array([0.11, 0.30, 0.05, 0.30])
-    m = est.evaluate(y, p)
+    m = CTRFamily().evaluate(y, Prediction(p))
     assert m.primary == "mae" and m.higher_is_better is False
     err = p - y
     assert m.values["mae"] == pytest.approx(np.mean(np.abs(err)))
     assert m.values["rmse"] == pytest.approx(np.sqrt(np.mean(err**2)))
     assert m.values["r2"] == pytest.approx(1 - np.sum(err**2) / np.sum((y - y.mean()) ** 2))
     assert m.values["accuracy"] == pytest.approx(0.5)  # within ±20 %: 0.11 vs 0.10 and 0.05 vs 0.05
-    assert m.values["count"] == 4
 
 
-def test_improvement_pct_direction() -> None:
-    lower = Metrics({"mae": 0.02}, "mae", higher_is_better=False)
-    base = Metrics({"mae": 0.04}, "mae", higher_is_better=False)
-    assert lower.improvement_pct(base) == pytest.approx(50.0)
-    assert base.improvement_pct(lower) == pytest.approx(-100.0)
-    hi = Metrics({"auc": 0.9}, "auc", higher_is_better=True)
-    assert hi.improvement_pct(Metrics({"auc": 0.75}, "auc", True)) == pytest.approx(20.0)
-    zero = Metrics({"mae": 0.0}, "mae", higher_is_better=False)
-    assert zero.improvement_pct(zero) == 0.0
-    assert base.improvement_pct(zero) == -np.inf
+def test_ctr_learns_from_a_categorical_feature_and_codes_it_as_trained() -> None:
+    data = synthetic_data(CTRFamily, n=600)
+    X = data.X.assign(channel=data.X["channel"].astype(str))  # as rows arrive: plain strings
+    y = data.y + (X["channel"] == "search") * 2.0
+    est = CTRFamily(n_estimators=60, max_depth=3).fit(X.iloc[:480], y.iloc[:480])
+    assert est.categories_["channel"] == ["email", "feed", "search"]
+    predicted = est.predict(X.iloc[480:]).value
+    search = (X["channel"].iloc[480:] == "search").to_numpy()
+    assert predicted[search].mean() > predicted[~search].mean() + 1.0  # the category carries signal
+    # an unseen category is missing, not an error; a reordered category list codes the same
+    unseen = X.iloc[480:].assign(channel="billboard")
+    assert np.isfinite(est.predict(unseen).value).all()
 
 
-def test_unknown_family_lookup() -> None:
-    with pytest.raises(LookupError, match="no_such"):
-        family_class("no_such")
+def test_ctr_fine_tunes_by_boosting_on() -> None:
+    data = synthetic_data(CTRFamily, n=600)
+    parent = CTRFamily(n_estimators=20, max_depth=3).fit(data.X.iloc[:300], data.y.iloc[:300])
+    child = CTRFamily(n_estimators=10, max_depth=3).fit(data.X.iloc[300:], data.y.iloc[300:], parent=parent)
+    assert child.model_.get_booster().num_boosted_rounds() == 30  # the parent's 20 trees and 10 more
+    assert child.features_ == parent.features_
+
+
+def test_ctr_refuses_nan_labels_and_no_features() -> None:
+    data = synthetic_data(CTRFamily)
+    with pytest.raises(DataError, match="label"):
+        CTRFamily().fit(data.X, data.y.where(data.y.index != 3))
+    with pytest.raises(DataError, match="no feature"):
+        CTRFamily().fit(pd.DataFrame(index=data.X.index), data.y)
+
+
+def test_hyper_parameters_are_checked_when_the_configuration_loads() -> None:
+    settings = load_settings(models={
+        "ok": {"params": {"n_estimators": 10}},
+        "bad": {"params": {"n_estimatorz": 10, "learning_rate": 0}, "primary_metric": "auc"},
+    })
+    problems = check_models(settings.models)
+    assert problems == [
+        "models.bad.params.learning_rate: Input should be greater than 0 (family ctr)",
+        "models.bad.params.n_estimatorz: Extra inputs are not permitted (family ctr)",
+        "models.bad.primary_metric: 'auc' is not a metric of family ctr; choose one of mae, rmse, r2, accuracy",
+    ]
+    assert load_family("ctr", {"n_estimators": 10}).get_params()["n_estimators"] == 10

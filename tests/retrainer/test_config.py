@@ -17,7 +17,9 @@ from retrainer.config import (
     UnknownModel,
     available_families,
     load_settings,
+    mask_url,
     parse_schedule,
+    unknown_env_warnings,
 )
 
 SECRET_TOKEN = "T000SECRET/B000SECRET/XyZsEcReTtOkEn42"
@@ -235,3 +237,110 @@ def test_settings_type() -> None:
 def test_empty_webhook_from_env_means_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RETRAINER_SLACK_WEBHOOK_URL", "")
     assert load_settings().slack_webhook_url is None
+
+
+# --- mistakes an operator makes: YAML syntax, JSON in variables, misspelt names ---------------------
+
+def test_yaml_syntax_error_names_file_and_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    cfg = tmp_path / "retrainer.yaml"
+    cfg.write_text(f"broker_url: redis://127.0.0.1:6379/0\nslack_webhook_url: \"https://hooks.example/{SECRET_TOKEN}\n")
+    monkeypatch.setenv(CONFIG_ENV, str(cfg))
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    msg = str(info.value)
+    assert msg.startswith(f"invalid YAML in {cfg} line 3: ")
+    assert "found unexpected end of stream" in msg
+    assert len(msg.splitlines()) == 1 and SECRET_TOKEN not in msg
+
+
+def test_yaml_in_the_working_directory_too(tmp_path: Path) -> None:
+    (tmp_path / "retrainer.yaml").write_text("models:\n  ctr:\n family: ctr\n")  # bad indentation
+    with pytest.raises(ConfigError, match=r"^invalid YAML in retrainer.yaml line 3: "):
+        load_settings()
+
+
+@pytest.mark.parametrize("text,kind", [("- a\n- b\n", "list"), ("just words\n", "str")])
+def test_yaml_that_is_not_a_mapping(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, text: str, kind: str) -> None:
+    cfg = tmp_path / "conf.yaml"
+    cfg.write_text(text)
+    monkeypatch.setenv(CONFIG_ENV, str(cfg))
+    with pytest.raises(ConfigError, match=f"expected a mapping of setting: value at the top, got a {kind}"):
+        load_settings()
+
+
+def test_empty_yaml_is_the_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "empty.yaml").write_text("# nothing yet\n")
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "empty.yaml"))
+    assert load_settings().model("ctr").keep_versions == 10
+
+
+@pytest.mark.parametrize("name,value,where", [
+    ("RETRAINER_MODELS", "{bad", "at character 2"),
+    ("RETRAINER_MODELS__CTR__PARAMS", f'{{"token": "{SECRET_TOKEN}"', "at character"),
+])
+def test_bad_json_in_a_variable_names_it_not_its_value(monkeypatch: pytest.MonkeyPatch, name: str, value: str,
+                                                      where: str) -> None:
+    monkeypatch.setenv(name, value)
+    monkeypatch.setenv("RETRAINER_MODELS__CTR__FAMILY", "ctr")  # a plain string under the same field: not blamed
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    msg = str(info.value)
+    assert msg.startswith(f"invalid configuration: {name} is not valid JSON (") and where in msg
+    assert "FAMILY" not in msg and SECRET_TOKEN not in msg and len(msg.splitlines()) == 1
+
+
+def test_a_bad_value_from_a_variable_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RETRAINER_MODELS__CTR__ACCURACY__MAE_THRESHOLD", "-1")
+    assert _bad() == ("invalid configuration: models.ctr.accuracy.mae_threshold: Input should be greater than or "
+                      "equal to 0 (from RETRAINER_MODELS__CTR__ACCURACY__MAE_THRESHOLD)")
+
+
+@pytest.mark.parametrize("url,masked", [
+    ("postgresql+psycopg://retrainer:hunter2@db:5432/retrainer", "postgresql+psycopg://retrainer:***@db:5432/retrainer"),
+    ("redis://:hunter2@redis:6379/0", "redis://:***@redis:6379/0"),
+    ("postgresql://u@db/x?sslmode=require&password=hunter2", "postgresql://u@db/x?sslmode=require&password=***"),
+    ("postgresql://u:p%40hunter2@db/x", "postgresql://u:***@db/x"),
+    ("sqlite:////abs/var/retrainer.db", "sqlite:////abs/var/retrainer.db"),
+    ("sqlite:///var/retrainer.db", "sqlite:///var/retrainer.db"),
+    ("filesystem://", "filesystem://"),
+    ("redis://redis:6379/0", "redis://redis:6379/0"),
+])
+def test_mask_url_hides_only_the_password(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+    assert "hunter2" not in mask_url(url)
+
+
+def test_unknown_variables_are_named_with_the_closest_setting() -> None:
+    env = {
+        "RETRAINER_SLACK_WEBHOOK": f"https://hooks.slack.com/services/{SECRET_TOKEN}",
+        "RETRAINER_DATABSE_URL": "sqlite:///x.db",
+        "RETRAINER_MODELS__CTR__PROMOTON__MIN_IMPROVEMENT_PCT": "5",
+        "RETRAINER_MODELS__CTR__ACCURACY__MAE_TRESHOLD": "0.1",
+        "RETRAINER_WORKER_THREADS__MAX": "2",  # a plain value has no sub-keys
+        "RETRAINER_NOTHING_LIKE_IT": "1",
+    }
+    assert unknown_env_warnings(env) == [
+        "RETRAINER_DATABSE_URL is not a retrainer setting; did you mean RETRAINER_DATABASE_URL?",
+        ("RETRAINER_MODELS__CTR__ACCURACY__MAE_TRESHOLD is not a retrainer setting; "
+         "did you mean RETRAINER_MODELS__CTR__ACCURACY__MAE_THRESHOLD?"),
+        ("RETRAINER_MODELS__CTR__PROMOTON__MIN_IMPROVEMENT_PCT is not a retrainer setting; "
+         "did you mean RETRAINER_MODELS__CTR__PROMOTION__MIN_IMPROVEMENT_PCT?"),
+        "RETRAINER_NOTHING_LIKE_IT is not a retrainer setting",
+        "RETRAINER_SLACK_WEBHOOK is not a retrainer setting; did you mean RETRAINER_SLACK_WEBHOOK_URL?",
+        "RETRAINER_WORKER_THREADS__MAX is not a retrainer setting",
+    ]
+    assert SECRET_TOKEN not in "".join(unknown_env_warnings(env))
+
+
+def test_real_settings_and_known_variables_are_not_warned_about() -> None:
+    env = {
+        "RETRAINER_SLACK_WEBHOOK_URL": "", "RETRAINER_DATABASE_URL": "sqlite:///x.db", "retrainer_worker_threads": "2",
+        "RETRAINER_MODELS": "{}", "RETRAINER_MODELS__CHURN__FAMILY": "ctr",  # any model name
+        "RETRAINER_MODELS__CTR__PARAMS__MAX_DEPTH": "4",  # any hyper-parameter
+        "RETRAINER_MODELS__CTR__SCHEDULES__CHECK": "@every 1h",
+        "RETRAINER_CONFIG": "retrainer.yaml", "RETRAINER_REQUIRE_SERVICES": "1",
+        "RETRAINER_TEST_POSTGRES": "postgresql://x", "RETRAINER_BENCH_REDIS": "redis://x",
+        "PATH": "/usr/bin", "FLOWER_BASIC_AUTH": "a:b",
+    }
+    assert unknown_env_warnings(env) == []
+    assert unknown_env_warnings({f"RETRAINER_{name.upper()}": "x" for name in Settings.model_fields}) == []

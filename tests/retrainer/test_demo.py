@@ -1,4 +1,5 @@
-"""`retrainer demo` end to end: real worker and beat children on the embedded default."""
+"""`retrainer demo` end to end: real worker and beat children on the embedded default, in a shell that
+points everything at production."""
 
 from __future__ import annotations
 
@@ -7,10 +8,44 @@ import subprocess
 import sys
 from pathlib import Path
 
+import sqlalchemy as sa
+import yaml
 
-def test_demo_runs_the_whole_loop_and_leaves_no_process(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRAINER_")}
-    done = subprocess.run([sys.executable, "-m", "retrainer.cli", "demo"], cwd=tmp_path, env=env,
+from retrainer.db import session_scope
+from retrainer.db.records import SystemEvent
+
+PASSWORD = "prod-s3cret"
+
+
+def production_shell(tmp_path: Path, work: Path) -> dict[str, str]:
+    """An environment and a working directory whose every setting names a production server or place
+    (unreachable here, so a demo that used one would fail) and a file that must never appear."""
+    prod = tmp_path / "prod"
+    prod.mkdir()
+    (prod / "retrainer.yaml").write_text(yaml.safe_dump({
+        "var_dir": str(prod / "config-var"), "database_url": f"sqlite:///{prod / 'config.db'}",
+        "broker_url": "redis://127.0.0.1:1/5"}))
+    (work / "retrainer.yaml").write_text(yaml.safe_dump({  # a production file in the working directory
+        "var_dir": str(prod / "cwd-var"), "database_url": f"sqlite:///{prod / 'cwd.db'}"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RETRAINER_", "CELERY_"))}
+    return env | {
+        "RETRAINER_CONFIG": str(prod / "retrainer.yaml"),
+        "RETRAINER_DATABASE_URL": f"postgresql+psycopg://retrainer:{PASSWORD}@127.0.0.1:1/retrainer",
+        "RETRAINER_BROKER_URL": f"redis://:{PASSWORD}@127.0.0.1:1/0",
+        "RETRAINER_RESULT_BACKEND": f"redis://:{PASSWORD}@127.0.0.1:1/1",
+        "RETRAINER_VAR_DIR": str(prod / "env-var"),
+        "RETRAINER_ARTIFACT_DIR": str(prod / "env-artifacts"),
+        "RETRAINER_SLACK_WEBHOOK_URL": "http://127.0.0.1:1/production-channel",
+        "CELERY_BROKER_URL": "redis://127.0.0.1:1/2",  # Celery itself prefers these to its configuration
+        "CELERY_RESULT_BACKEND": "redis://127.0.0.1:1/3",
+    }
+
+
+def test_demo_runs_the_whole_loop_on_its_own_settings_and_leaves_no_process(tmp_path: Path) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    env = production_shell(tmp_path, work)
+    done = subprocess.run([sys.executable, "-m", "retrainer.cli", "demo"], cwd=work, env=env,
                           capture_output=True, text=True, timeout=240)
     out = done.stdout
     assert done.returncode == 0, out[-3000:] + done.stderr[-3000:]
@@ -22,7 +57,19 @@ def test_demo_runs_the_whole_loop_and_leaves_no_process(tmp_path: Path) -> None:
     assert "events inside the debounce window -> 1 retrain" in out
     assert "demo finished" in out
     assert processes_in(tmp_path) == []
-    assert (tmp_path / "var" / "demo" / "retrainer.db").exists()
+
+    # nothing outside var/demo was touched: no production file, folder or database appeared
+    assert sorted(p.name for p in (tmp_path / "prod").iterdir()) == ["retrainer.yaml"]
+    assert sorted(p.name for p in work.iterdir()) == ["retrainer.yaml", "var"]
+    assert [p.name for p in (work / "var").iterdir()] == ["demo"]
+    demo = work / "var" / "demo"
+    assert {"retrainer.db", "celery-results.db", "artifacts", "broker", "worker.log", "beat.log"} <= {
+        p.name for p in demo.iterdir()}
+    logs = (demo / "worker.log").read_text() + (demo / "beat.log").read_text()
+    assert "127.0.0.1:1" not in logs + done.stderr and "filesystem://" in logs
+    with session_scope(f"sqlite:///{demo / 'retrainer.db'}") as s:  # decisions were logged, never posted
+        deliveries = {e.payload["delivery"] for e in s.scalars(sa.select(SystemEvent).filter_by(kind="notification"))}
+    assert deliveries == {"logged"}
 
 
 def processes_in(folder: Path) -> list[str]:

@@ -10,10 +10,11 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from models.base import LABEL, Family, load_family
 from retrainer.config import Settings
 from retrainer.db.records import ModelVersion, Observation
-from services import artifacts, synthetic
+from retrainer.demo import synthetic
+from retrainer.models.base import Family, load_family
+from retrainer.services import artifacts
 
 START = datetime(2024, 1, 1, tzinfo=UTC)
 END = datetime(2024, 3, 1, tzinfo=UTC)
@@ -36,11 +37,12 @@ def seed(session: Session, n: int = 300, model: str = "ctr", seed: int = 7, star
 
 
 def frame_of(rows: list[synthetic.Row]) -> pd.DataFrame:
-    return pd.DataFrame([{LABEL: r.label, **r.features} for r in rows])
+    return pd.DataFrame([r.features for r in rows])
 
 
 def fit(rows: list[synthetic.Row], **params: Any) -> Family:
-    return load_family("ctr", {"n_estimators": 20, "max_depth": 3, **params}).fit(frame_of(rows))
+    return load_family("ctr", {"n_estimators": 20, "max_depth": 3, **params}).fit(
+        frame_of(rows), pd.Series([r.label for r in rows]))
 
 
 def make_version(session: Session, settings: Settings, number: int, model: str = "ctr",

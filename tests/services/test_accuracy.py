@@ -1,4 +1,4 @@
-"""services.accuracy: live accuracy aggregated by the database equals numpy on the same rows."""
+"""retrainer.services.accuracy: live accuracy aggregated by the database equals numpy on the same rows."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from retrainer import clock
 from retrainer.config import AccuracyCheck, Settings
 from retrainer.db.records import ModelVersion, RunStatus, TrainingRun, Trigger
-from services import accuracy, predictions
+from retrainer.services import accuracy, predictions
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 HOOKS = ("question", "stat", "story")

@@ -1,4 +1,4 @@
-"""services.artifacts: atomic write with a checksum, verified before every load."""
+"""retrainer.services.artifacts: atomic write with a checksum, verified before every load."""
 
 from __future__ import annotations
 
@@ -9,17 +9,18 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.base import LABEL, ArtifactError, load_family
-from services import artifacts, synthetic
-from services.artifacts import sha256_file
+from retrainer.demo import synthetic
+from retrainer.models.base import ArtifactError, load_family
+from retrainer.services import artifacts
+from retrainer.services.artifacts import sha256_file
 
 
 @pytest.fixture(scope="module")
 def fitted():
     rows = synthetic.generate(150, datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 1, 10, tzinfo=UTC), seed=1)
-    frame = pd.DataFrame([{LABEL: r.label, **r.features} for r in rows])
-    est = load_family("ctr", {"n_estimators": 20, "max_depth": 3}).fit(frame)
-    return est, frame.drop(columns=[LABEL])
+    x = pd.DataFrame([r.features for r in rows])
+    est = load_family("ctr", {"n_estimators": 20, "max_depth": 3}).fit(x, pd.Series([r.label for r in rows]))
+    return est, x
 
 
 def test_write_is_atomic_and_checksummed(fitted, tmp_path: Path) -> None:
@@ -31,7 +32,7 @@ def test_write_is_atomic_and_checksummed(fitted, tmp_path: Path) -> None:
     assert sorted(p.name for p in directory.iterdir()) == ["run_1.json"]  # no temp file left behind
     assert checksum == sha256_file(path) and len(checksum) == 64
     loaded = artifacts.load("ctr", str(path), checksum)
-    np.testing.assert_array_equal(loaded.predict(x), est.predict(x))
+    np.testing.assert_array_equal(loaded.predict(x).value, est.predict(x).value)
 
 
 def test_failed_save_leaves_nothing(fitted, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,18 +1,23 @@
-"""services.dataset: bounded load, validation, the time-ordered split and its holdout hash."""
+"""retrainer.services.dataset: bounded load, validation, the time-ordered split and its holdout hash."""
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from models.base import LABEL, TIME, DataError
+from retrainer import clock
 from retrainer.db.records import Observation
-from services import dataset, synthetic
+from retrainer.demo import synthetic
+from retrainer.models.base import DataError
+from retrainer.services import dataset, validation
+from retrainer.services.dataset import LABEL, TIME
 from tests.services.builders import END, START, seed
 
 
@@ -132,6 +137,78 @@ def test_load_then_validate_handles_missing_and_null_features(session: Session) 
     assert v.problems[LABEL] == 1 and v.problems["thumbnail_score"] == 2
 
 
-def test_features_only() -> None:
+def test_features_are_every_column_but_the_id_the_time_and_the_label() -> None:
     f = pd.DataFrame({"row_id": [1], TIME: [START], LABEL: [0.1], "x": [1.0]})
-    assert list(dataset.features_only(f).columns) == [LABEL, "x"]
+    assert list(dataset.features(f).columns) == ["x"]
+
+
+# --- rows already in the database that no event could bring in today -----------------------------------
+
+def insert_raw(session: Session, rows: list[tuple[str, str, str, str]]) -> None:
+    """Rows written by a direct SQL INSERT, as (event_id, features JSON, label SQL, event_time text)."""
+    for event_id, features, label, event_time in rows:
+        session.execute(sa.text(
+            "INSERT INTO observations (model, event_id, features, label, event_time, source, created_at) "
+            f"VALUES ('ctr', :event_id, :features, {label}, :event_time, 'sql', :created)"
+        ), {"event_id": event_id, "features": features, "event_time": event_time, "created": "2024-03-01 00:00:00"})
+    session.flush()
+
+
+def extreme_rows(dialect: str, features: dict[str, float]) -> tuple[list[tuple[str, str, str, str]], dict[str, int]]:
+    """Rows step 1 accepted (or a direct INSERT wrote) that broke every later retrain, and the problems
+    they must be counted as."""
+    ok = json.dumps(features)
+    t = "2024-02-01 12:00:00"
+    inf = "'Infinity'" if dialect == "postgresql" else "9e999"
+    rows = [
+        ("year-10000", ok, "0.03", "9999-12-31T23:00:00-05:00" if dialect == "postgresql" else "10000-01-01 04:00:00.000000"),
+        ("before-1970", ok, "0.03", "1900-01-01 00:00:00"),
+        ("far-future", ok, "0.03", "2999-01-01 00:00:00"),
+        ("huge-label", ok, "1.7e308", t),
+        ("inf-label", ok, inf, t),
+        ("huge-int-feature", ok.replace('"hook_strength": ', '"hook_strength": 1' + "0" * 400 + ", \"_\": "), "0.03", t),
+        ("huge-float-feature", json.dumps(features | {"hook_strength": 1e300}), "0.03", t),
+        ("5000-digit-feature", ok.replace('"hook_strength": ', '"hook_strength": 9' + "9" * 4999 + ", \"_\": "), "0.03", t),
+        ("not-an-object", "[1, 2]", "0.03", t),
+    ]
+    problems = {"event_time": 3, LABEL: 2, "hook_strength": 2, "features": 2}
+    if dialect == "sqlite":  # SQLite keeps whatever it is given
+        rows += [("garbage-time", ok, "0.03", "not a time"), ("text-label", ok, "'abc'", t),
+                 ("not-json", "{broken", "0.03", t), ("number-time", ok, "0.03", "2460000")]
+        problems |= {"event_time": 5, LABEL: 3, "features": 3}
+    return rows, problems
+
+
+def test_extreme_rows_already_stored_are_dropped_and_counted(session: Session) -> None:
+    good = seed(session, n=100)
+    rows, problems = extreme_rows(session.get_bind().dialect.name, good[0].features)
+    insert_raw(session, rows)
+    with clock.frozen(datetime(2024, 6, 1, tzinfo=UTC)):
+        loaded = dataset.load(session, "ctr", 10_000)
+    v = dataset.validate(loaded, None)
+    assert (len(v.frame), v.dropped, v.problems) == (100, len(rows), problems)
+    assert "_" not in v.frame.columns  # a key only the poison rows had is not a feature
+    assert np.isfinite(v.frame.drop(columns=["row_id", TIME]).to_numpy(dtype=float)).all()
+    assert set(v.frame["row_id"]).isdisjoint(set(loaded["row_id"]) - set(v.frame["row_id"]))
+
+
+def test_the_newest_rows_are_the_newest_inside_the_window(session: Session) -> None:
+    """A row dated in the future does not take a place among the newest max_rows."""
+    good = seed(session, n=60)
+    insert_raw(session, [("future", json.dumps(good[0].features), "0.03", "2999-01-01 00:00:00")])
+    loaded = dataset.load(session, "ctr", max_rows=50)
+    assert list(loaded[TIME]) == [r.event_time for r in good[-50:]]
+    assert loaded.attrs["problems"] == {"event_time": 1}
+
+
+def test_validate_keeps_values_at_the_limit_and_drops_beyond(frame: pd.DataFrame) -> None:
+    edge = frame.copy()
+    edge.loc[0, "hook_strength"] = validation.MAX_ABS
+    edge.loc[1, "hook_strength"] = -validation.MAX_ABS
+    edge.loc[2, "hook_strength"] = np.nextafter(validation.MAX_ABS, np.inf)
+    edge.loc[3, LABEL] = -1.7e308
+    edge["audience_size_log"] = edge["audience_size_log"].astype(object)
+    edge.loc[4, "audience_size_log"] = 10**400  # an object column with an int no float can hold
+    v = dataset.validate(edge, None)
+    assert v.problems == {"hook_strength": 1, LABEL: 1, "audience_size_log": 1}
+    assert v.dropped == 3 and len(v.frame) == 197

@@ -1,4 +1,4 @@
-"""services.events: validation, storage and coalescing into one pending retrain per model."""
+"""retrainer.services.events: validation, storage and coalescing into one pending retrain per model."""
 
 from __future__ import annotations
 
@@ -26,8 +26,10 @@ from retrainer.db.records import (
     SystemEvent,
     Trigger,
 )
-from services import events, predictions, synthetic
-from services.errors import InvalidEvent
+from retrainer.demo import synthetic
+from retrainer.services import events, predictions, retrain_requests, validation
+from retrainer.services.errors import InvalidEvent
+from tests.faults.corpus import corpus
 from tests.services.builders import END, START, count
 from tests.support import make_settings, model_config
 
@@ -108,8 +110,64 @@ def test_oversized_events_are_refused() -> None:
     assert len(wide) < 64 * 1024 < len(wide.encode())
     with pytest.raises(InvalidEvent, match="bytes"):
         events.parse(wide)
-    # just under the limit is fine
-    events.parse(purchase(features={f"f{i}": 0.5 for i in range(3000)}))
+
+
+def test_an_event_just_under_the_limits_is_accepted() -> None:
+    """200 features of the longest name and string value fit in 64 KiB (one more does not); 500
+    numeric features are allowed."""
+    features = {f"{i:03d}".ljust(validation.MAX_NAME_CHARS, "n"): "v" * validation.MAX_TEXT_CHARS for i in range(200)}
+    event = purchase(features=features)
+    assert 65_000 < len(json.dumps(event, separators=(",", ":"))) <= validation.MAX_EVENT_BYTES
+    assert events.parse(event).features == features
+    assert events.parse(json.dumps(event, separators=(",", ":"))).features == features
+    with pytest.raises(InvalidEvent, match="65536"):
+        events.parse(purchase(features=features | {"one_more": "v" * validation.MAX_TEXT_CHARS}))
+    many = {f"f{i}": 0.5 for i in range(validation.MAX_FEATURES)}
+    assert len(events.parse(purchase(features=many)).features) == 500
+
+
+@pytest.mark.parametrize("payload,message", [
+    (purchase(value=True), "value: expected a number, got a boolean"),
+    (purchase(value="0.031"), "value: expected a number, got string"),
+    (purchase(value=1.7e308), "value: 1.7e+308 is outside ±1e15"),
+    (purchase(features={"hook_strength": 10**400}), "features.hook_strength: integer outside ±1e15"),
+    (purchase(occurred_at="9999-12-31T23:00:00-05:00"), "occurred_at: '9999-12-31T23:00:00-05:00' is outside"),
+    (purchase(model="ctr\x00"), "model: contains a NUL character"),
+    (purchase(event_id="e\ud800"), "event_id: contains a lone surrogate"),
+    (purchase(features={"hook_strength": {"a": {"b": 1}}}), "features.hook_strength: nested deeper than 2 levels"),
+    ({"type": "outcome", "prediction_id": "p\x00", "value": 0.1}, "prediction_id: contains a NUL character"),
+])
+def test_what_broke_step_one_is_refused_naming_the_field(payload: Any, message: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        events.parse(payload)
+    assert str(info.value).startswith(message)
+
+
+def test_document_is_validated_compact_json_with_an_event_id() -> None:
+    sent = events.document({k: v for k, v in purchase().items() if k != "event_id"})
+    doc = json.loads(sent)
+    assert len(doc["event_id"]) == 32 and ": " not in sent
+    assert events.parse(sent).features == FEATURES
+    assert json.loads(events.document(json.dumps(purchase()).encode()))["event_id"] == "e-1"  # kept
+    for bad in (purchase(value=math.nan), "[" * 5000, b"\xff"):
+        with pytest.raises(InvalidEvent):
+            events.document(bad)
+
+
+def test_every_corpus_payload_is_parsed_or_refused_as_expected() -> None:
+    """10,000 fuzzed payloads: parse raises nothing but InvalidEvent, refuses exactly what it should,
+    and says which field."""
+    wrong = []
+    for payload, expected in corpus(10_000, seed=6):
+        try:
+            events.parse(payload)
+            refused = None
+        except InvalidEvent as exc:
+            refused = str(exc)
+            assert refused and "\n" not in refused and ": " in refused, refused
+        if (refused is not None) != (expected.by == "parse"):
+            wrong.append((expected, refused, validation.preview(payload, 120)))
+    assert wrong == []
 
 
 # --- store and coalesce ------------------------------------------------------------------------------
@@ -233,24 +291,10 @@ def test_one_request_per_model(tmp_path: Path, db_url: str) -> None:
         assert {r.model: r.event_count for r in s.scalars(sa.select(RetrainRequest))} == {"ctr": 5, "roas": 7}
 
 
-def test_a_stale_pending_request_is_sent_again(settings: Settings, session: Session) -> None:
-    events.store(session, settings, purchases(2, "old"))
-    [req] = requests(session)
-    with clock.frozen(NOW + timedelta(minutes=5)):
-        assert events.store(session, settings, purchases(1, "x")).enqueue == []
-    with clock.frozen(NOW + events.STALE_PENDING + timedelta(minutes=1)):
-        again = events.store(session, settings, purchases(1, "y"))
-    assert len(again.enqueue) == 1
-    assert again.enqueue[0].request_id == req.id and again.enqueue[0].countdown == 0
-    with clock.frozen(NOW + events.STALE_PENDING + timedelta(minutes=2)):  # re-sent once, not per event
-        assert events.store(session, settings, purchases(1, "z")).enqueue == []
-    assert [r.event_count for r in requests(session)] == [5]
-
-
 def test_coalesce_for_a_check_runs_now(settings: Settings, session: Session) -> None:
-    job = events.coalesce(session, settings, "ctr", trigger=Trigger.ACCURACY, requested_by="check", window=0)
+    job = retrain_requests.coalesce(session, settings, "ctr", trigger=Trigger.ACCURACY, requested_by="check", window=0)
     assert job is not None and job.countdown == 0
-    assert events.coalesce(session, settings, "ctr", trigger=Trigger.ACCURACY, requested_by="check", window=0) is None
+    assert retrain_requests.coalesce(session, settings, "ctr", trigger=Trigger.ACCURACY, requested_by="check", window=0) is None
     [req] = requests(session)
     assert req.trigger == Trigger.ACCURACY and req.event_count == 2 and req.requested_by == "check"
 
@@ -307,3 +351,86 @@ def test_concurrent_batches_share_one_pending_request(settings: Settings) -> Non
 def test_parse_refuses_a_boolean_feature_instead_of_reading_it_as_one() -> None:
     with pytest.raises(InvalidEvent, match=r"features\.flag: expected a number or string, got bool"):
         events.parse({"type": "purchase", "model": "ctr", "features": {"flag": True}, "value": 0.1})
+
+
+# --- bad input never costs its neighbours, and is never lost ------------------------------------------
+
+def test_a_batch_keeps_its_good_events_whatever_the_bad_ones_are(settings: Settings, session: Session) -> None:
+    """5,000 good events and, among them, NUL bytes, lone surrogates and a deep event (the batch path:
+    parse each, store the good): the 5,000 land, each bad one is reported by its index."""
+    raw: list[Any] = [dict(e) for e in synthetic.as_purchase_events(synthetic.generate(5000, START, END, seed=3), "ctr", "b")]
+    deep: Any = 0.5
+    for _ in range(5000):
+        deep = {"a": deep}
+    bad = {17: purchase(event_id="nul", model="ctr\x00"), 2500: purchase(event_id="sur", features={"h\ud800": 1.0}),
+           4000: purchase(event_id="deep", features={"hook_strength": deep}), 4999: json.dumps(purchase(event_id="x\ud800"))}
+    for index, payload in sorted(bad.items()):
+        raw.insert(index, payload)
+    parsed, refused = [], {}
+    for i, payload in enumerate(raw):
+        try:
+            parsed.append(events.parse(payload))
+        except InvalidEvent as exc:
+            refused[i] = str(exc)
+    result = events.store(session, settings, parsed)
+    assert (result.stored, result.rejected) == (5000, [])
+    assert sorted(refused) == sorted(bad)
+    assert refused[17].startswith("model: contains a NUL") and refused[2500].startswith("features: name 'h\\ud800'")
+    assert refused[4000].startswith("features.hook_strength: nested deeper")
+    assert refused[4999].startswith("event_id: contains a lone surrogate")
+    assert count(session, Observation) == 5000
+
+
+def test_a_row_the_database_refuses_costs_only_itself(settings: Settings, session: Session) -> None:
+    """The safety net under validation: events built without parse (so nothing checked them). The
+    chunk's INSERT fails, the chunk is stored row by row, and only the refused rows are reported."""
+    good = purchases(2000, "net")
+    broken = [events.PurchaseEvent("ctr", dict(FEATURES), 0.03, event_id="bad\ud800")]  # no UTF-8 encoding
+    if session.get_bind().dialect.name == "postgresql":  # SQLite stores a NUL; JSONB refuses it
+        broken.append(events.PurchaseEvent("ctr", {"hook_type": "a\x00"}, 0.03, event_id="nul"))
+    batch = good[:1000] + broken[:1] + good[1000:] + broken[1:]
+    result = events.store(session, settings, batch)
+    assert result.stored == 2000 and result.duplicates == 0
+    assert [i for i, _ in result.rejected] == [1000, 2001][: len(broken)]
+    assert all(reason.startswith("the database refused it: ") for _, reason in result.rejected)
+    assert count(session, Observation) == 2000
+    assert len(result.enqueue) == 1
+
+
+def test_a_transient_database_error_is_not_taken_for_bad_data(settings: Settings, session: Session,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    def outage(*_: Any, **__: Any) -> Any:
+        raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(events, "_insert_ignoring_duplicates", outage)
+    with pytest.raises(sa.exc.OperationalError):
+        events.store(session, settings, purchases(5, "outage"))
+
+
+def test_reject_stores_every_corpus_payload(settings: Settings, session: Session) -> None:
+    """Whatever arrived (deep, huge, NUL, surrogates, bytes, not JSON at all), its rejection is stored
+    with the reason, on SQLite and on PostgreSQL (JSONB)."""
+    entries = corpus(10_000, seed=8)
+    for payload, expected in entries:
+        events.reject(session, payload, f"{expected.category}: refused \x00\ud800")
+    session.flush()
+    rows = session.execute(sa.select(SystemEvent.message, SystemEvent.payload)
+                           .where(SystemEvent.kind == "event_rejected")).all()
+    assert len(rows) == len(entries)
+    for message, stored in rows:
+        assert message.endswith("refused \\x00\\ud800") and stored["error"] in message
+        assert isinstance(stored["payload"], str) and len(stored["payload"]) <= validation.PREVIEW_CHARS
+
+
+def test_reject_keeps_a_readable_preview_of_what_cannot_be_stored(session: Session) -> None:
+    deep: Any = 1
+    for _ in range(100_000):
+        deep = [deep]
+    events.reject(session, {"model": "ctr\x00", "features": {"k\ud800": deep}}, "model: contains a NUL character")
+    events.reject(session, b"\xff\xfe" + b"x" * 10**6, "event: not valid UTF-8 (byte 0)")
+    session.flush()
+    first, second = session.scalars(sa.select(SystemEvent.payload).where(SystemEvent.kind == "event_rejected")
+                                    .order_by(SystemEvent.id)).all()
+    assert first["payload"].startswith('{"model": "ctr\\u0000", "features": {"k\\ud800": [[[[')
+    assert len(first["payload"]) == 2000
+    assert second["payload"].startswith("\\xff\\xfexxx") and len(second["payload"]) == 2000

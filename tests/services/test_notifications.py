@@ -1,4 +1,4 @@
-"""services.notifications: decision messages and delivery to a real local HTTP webhook."""
+"""retrainer.services.notifications: decision messages and delivery to a real local HTTP webhook."""
 
 from __future__ import annotations
 
@@ -19,19 +19,21 @@ from sqlalchemy.orm import Session
 from retrainer.config import Settings, load_settings
 from retrainer.db import session_scope
 from retrainer.db.records import RunStatus, SystemEvent, TrainingRun, Trigger
-from services import notifications, retrain
-from services.errors import NotFound
-from services.notifications import SlackRejected, SlackTransientError
+from retrainer.services import notifications, retrain
+from retrainer.services.errors import NotFound
+from retrainer.services.notifications import SlackRejected, SlackTransientError
 from tests.services.builders import seed
 
 SECRET = "T0SECRET/B0SECRET/hushhushTOKEN1234"
 
 
 class Hook:
-    """A real HTTP server on 127.0.0.1: answers with `status` and records every JSON body it gets."""
+    """A real HTTP server on 127.0.0.1: answers with `status` and records every JSON body it gets. With
+    `echo`, an error's body repeats the request path and URL, as some relays and proxies do."""
 
     def __init__(self) -> None:
         self.status = 200
+        self.echo = False
         self.bodies: list[dict[str, Any]] = []
         self.paths: list[str] = []
         hook = self
@@ -42,6 +44,8 @@ class Hook:
                 hook.paths.append(self.path)
                 hook.bodies.append(json.loads(self.rfile.read(length)))
                 body = b"ok" if hook.status == 200 else b"invalid_payload"
+                if hook.echo and hook.status != 200:
+                    body = f"no route for POST {self.path} (http://{self.headers['Host']}{self.path})".encode()
                 self.send_response(hook.status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(body)))
@@ -186,6 +190,18 @@ def test_failures_are_classified_without_leaking_the_url(hook: Hook, caplog: pyt
     assert len(hook.bodies) == 1
     assert_no_secret(str(info.value), repr(info.value), caplog.text)
     assert info.value.__cause__ is None or SECRET not in str(info.value.__cause__)
+
+
+@pytest.mark.parametrize("status,error", [(400, SlackRejected), (500, SlackTransientError)])
+def test_an_endpoint_echoing_the_url_never_gets_it_into_the_error_or_the_log(
+        hook: Hook, caplog: pytest.LogCaptureFixture, status: int, error: type[Exception]) -> None:
+    hook.status, hook.echo = status, True
+    with caplog.at_level(logging.DEBUG), pytest.raises(error) as info:
+        notifications.send(SecretStr(hook.url), "text", BLOCKS, timeout=5)
+    assert hook.paths == [f"/services/{SECRET}"]  # the secret did reach the endpoint, which echoed it
+    assert str(info.value) in (f"Slack webhook refused the message: {status}", f"Slack webhook answered {status}")
+    assert info.value.__cause__ is None
+    assert_no_secret(str(info.value), repr(info.value), caplog.text)
 
 
 def test_unreachable_webhook_is_transient(caplog: pytest.LogCaptureFixture) -> None:

@@ -1,12 +1,12 @@
-"""services.policy: promote only a candidate that is really better on the same holdout."""
+"""retrainer.services.policy: promote only a candidate that is really better on the same holdout."""
 
 from __future__ import annotations
 
 import pytest
 
-from models.base import Metrics
 from retrainer.config import Promotion
-from services.policy import decide
+from retrainer.models.base import Metrics
+from retrainer.services.policy import decide
 
 
 def mae(value: float) -> Metrics:
@@ -80,11 +80,37 @@ def test_auto_promote_off_keeps_even_a_better_candidate() -> None:
     assert "Auto-promotion is off" in d.reason
 
 
-def test_unusable_champion_is_replaced_unless_auto_promote_is_off() -> None:
+def test_an_unusable_champion_is_kept_with_an_alert_unless_the_candidate_clears_a_floor() -> None:
     problem = "artifact /x/ctr-v1.json: checksum mismatch"
     d = decide(mae(0.05), None, DEFAULT, "ctr-v1", champion_problem=problem)
-    assert d.promote is True
-    assert "unusable" in d.reason and problem in d.reason and "ctr-v1" in d.reason
-    d = decide(mae(0.05), None, Promotion(auto_promote=False), "ctr-v1", champion_problem=problem)
-    assert d.promote is False
-    assert "unusable" in d.reason
+    assert d.promote is False and d.alert is True
+    assert "cannot be scored" in d.reason and problem in d.reason and "retrainer promote" in d.reason
+    floored = Promotion(floor={"max_mae": 0.06})
+    d = decide(mae(0.05), None, floored, "ctr-v1", champion_problem=problem)
+    assert d.promote is True and d.alert is False and "clears the quality floor (clears max_mae 0.06)" in d.reason
+    assert decide(mae(0.07), None, floored, "ctr-v1", champion_problem=problem).promote is False
+    off = Promotion(auto_promote=False, floor={"max_mae": 0.06})
+    assert decide(mae(0.05), None, off, "ctr-v1", champion_problem=problem).promote is False
+
+
+def test_a_champion_whose_primary_metric_is_not_finite_counts_as_unusable() -> None:
+    d = decide(mae(0.05), mae(float("inf")), DEFAULT, "ctr-v1")
+    assert d.promote is False and d.alert is True and "mae on this holdout is inf" in d.reason
+
+
+def test_the_floor_applies_to_every_candidate_the_first_too() -> None:
+    floor = Promotion(floor={"max_mae": 0.02, "min_auc": 0.5})
+    d = decide(mae(0.03), None, floor, None)
+    assert d.promote is False and "misses the quality floor (mae 0.03 > 0.02, auc nan < 0.5)" in d.reason
+    assert decide(mae(0.01), mae(0.05), Promotion(floor={"max_mae": 0.02}), "v1").promote is True
+    assert decide(mae(0.03), mae(0.05), Promotion(floor={"max_mae": 0.02}), "v1").promote is False
+
+
+def test_auto_promote_off_holds_for_the_first_model() -> None:
+    d = decide(mae(0.01), None, Promotion(auto_promote=False), None)
+    assert d.promote is False and "First model" in d.reason and "by hand" in d.reason
+
+
+def test_floor_keys_name_a_bound() -> None:
+    with pytest.raises(ValueError, match="max_<metric> or min_<metric>"):
+        Promotion(floor={"mae": 0.02})

@@ -1,9 +1,9 @@
-"""services.predictions: logging predictions, recording outcomes, serving from production."""
+"""retrainer.services.predictions: logging predictions, recording outcomes, serving from production."""
 
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import numpy as np
 import pandas as pd
@@ -14,8 +14,9 @@ from sqlalchemy.orm import Session
 from retrainer import clock
 from retrainer.config import Settings
 from retrainer.db.records import Observation, PredictionRecord, PredictionStatus
-from services import predictions, registry, synthetic
-from services.errors import NoProductionVersion, PredictionNotFound
+from retrainer.demo import synthetic
+from retrainer.services import predictions, registry
+from retrainer.services.errors import InvalidEvent, NoProductionVersion, PredictionNotFound
 from tests.services.builders import START, count, make_version
 
 FEATURES = {"hook_strength": 0.4, "thumbnail_score": 0.7, "video_length_s": 20.0, "hour_of_day": 9.0,
@@ -121,7 +122,7 @@ def test_predict_serves_production_and_logs(settings: Settings, session: Session
     with clock.frozen(datetime(2024, 5, 5, tzinfo=UTC)):
         logged = predictions.predict(session, "ctr", rows, hook_type="story")
     session.flush()
-    expected = registry.load_estimator(version).predict(pd.DataFrame(rows))
+    expected = registry.load_estimator(version).predict(pd.DataFrame(rows)).value
     assert [r.version_id for r in logged] == ["ctr-v1"] * 5
     np.testing.assert_allclose([r.predicted for r in logged], expected)
     assert {r.hook_type for r in logged} == {"story"}
@@ -129,3 +130,36 @@ def test_predict_serves_production_and_logs(settings: Settings, session: Session
     assert count(session, PredictionRecord, PredictionRecord.status == PredictionStatus.PREDICTED) == 5
     with pytest.raises(ValueError, match=r"rows\[1\]\.hook_strength"):
         predictions.predict(session, "ctr", [rows[0], {**rows[1], "hook_strength": math.nan}])
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    ({"features": {**FEATURES, "hook_strength": 10**400}}, "features.hook_strength: integer outside ±1e15"),
+    ({"features": {**FEATURES, "hook_type": "a\x00"}}, "features.hook_type: contains a NUL character"),
+    ({"features": {**FEATURES, "k\ud800": 1.0}}, "features: name 'k\\ud800': contains a lone surrogate"),
+    ({"predicted": 1.7e308}, "predicted: 1.7e+308 is outside ±1e15"),
+    ({"predicted": True}, "predicted: expected a number, got a boolean"),
+    ({"confidence": "0.9"}, "confidence: expected a number, got string"),
+    ({"model": "ctr\x00"}, "model: contains a NUL character"),
+    ({"prediction_id": "p" * 65}, "prediction_id: 65 characters; at most 64"),
+    ({"hook_type": "q\ud800"}, "hook_type: contains a lone surrogate"),
+    ({"at": datetime(9999, 12, 31, 23, tzinfo=timezone(timedelta(hours=-5)))}, "at: 9999-12-31T23:00:00-05:00 is outside"),
+])
+def test_a_logged_prediction_gets_the_checks_of_an_event(session: Session, kwargs: dict, field: str) -> None:
+    args = {"model": "ctr", "features": FEATURES, "predicted": 0.03} | kwargs
+    with pytest.raises(InvalidEvent) as info:
+        predictions.log_prediction(session, **args)
+    assert str(info.value).startswith(field)
+    session.flush()
+    assert count(session, PredictionRecord) == 0
+
+
+def test_an_outcome_gets_the_checks_of_an_event(session: Session) -> None:
+    predictions.log_prediction(session, "ctr", FEATURES, 0.03, prediction_id="pred-5")
+    session.flush()
+    with pytest.raises(InvalidEvent, match="^actual: expected a number, got a boolean"):
+        predictions.record_outcome(session, "pred-5", True)
+    with pytest.raises(InvalidEvent, match="^prediction_id: contains a NUL character"):
+        predictions.record_outcome(session, "pred-5\x00", 0.1)  # PostgreSQL would raise DataError
+    with pytest.raises(InvalidEvent, match="^at: "):
+        predictions.record_outcome(session, "pred-5", 0.1, at=datetime(1969, 1, 1, tzinfo=UTC))
+    assert count(session, Observation) == 0

@@ -1,4 +1,4 @@
-"""services.registry: the production pointer as a compare-and-swap, rollback, archiving."""
+"""retrainer.services.registry: the production pointer as a compare-and-swap, rollback, archiving."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from models.base import ArtifactError
 from retrainer.config import Settings
 from retrainer.db import session_scope
 from retrainer.db.records import ModelVersion, SystemEvent, VersionStatus
-from services import registry
-from services.errors import ModelVersionNotFound, NoProductionVersion, PromotionConflict
+from retrainer.models.base import ArtifactError
+from retrainer.services import registry
+from retrainer.services.errors import ModelVersionNotFound, NoProductionVersion, PromotionConflict
+from retrainer.services.registry import ExpectedVersionError
 from tests.services.builders import corrupt, make_version
 
 
@@ -204,6 +205,43 @@ def test_models_are_independent(settings: Settings) -> None:
         assert [v.version_id for v in registry.versions(s, "roas")] == ["roas-v1"]
     assert state(url, "roas")["roas-v1"][0] is True
     assert state(url, "ctr")["ctr-v1"][0] is True
+
+
+@pytest.fixture
+def two_models(three_versions: str, settings: Settings) -> str:
+    """three_versions plus roas-v1, production of its own model."""
+    with session_scope(three_versions) as s:
+        make_version(s, settings, 1, model="roas")
+        registry.promote(s, "roas-v1", actor="test")
+    return three_versions
+
+
+def test_expecting_another_models_version_is_refused_and_changes_nothing(two_models: str) -> None:
+    url = two_models
+    before = state(url), state(url, "roas")
+    with session_scope(url) as s, pytest.raises(ExpectedVersionError) as info:
+        registry.promote(s, "ctr-v2", expected_id="roas-v1", actor="cli")
+    assert str(info.value) == ("cannot promote ctr-v2: the expected production version 'roas-v1' is a version of "
+                               "'roas', not of 'ctr' (production of 'ctr' is ctr-v1)")
+    with session_scope(url) as s, pytest.raises(ExpectedVersionError):
+        registry.promote(s, "ctr-v1", expected_id="roas-v1")  # even when ctr-v1 already is production
+    # the pipeline's path: the swap itself is scoped to its model, so roas keeps its production version
+    with session_scope(url) as s, pytest.raises(ExpectedVersionError):
+        registry.swap_production(s, "ctr", "ctr-v3", "roas-v1")
+    assert (state(url), state(url, "roas")) == before
+    assert [e.payload["version_id"] for e in events(url, "promotion")] == ["ctr-v1", "roas-v1"]
+
+
+def test_expecting_a_version_that_does_not_exist_is_refused(two_models: str) -> None:
+    url = two_models
+    before = state(url)
+    with session_scope(url) as s, pytest.raises(ExpectedVersionError) as info:
+        registry.promote(s, "ctr-v2", expected_id="ctr-v99")
+    assert str(info.value) == ("cannot promote ctr-v2: the expected production version 'ctr-v99' does not exist "
+                               "(production of 'ctr' is ctr-v1)")
+    with session_scope(url) as s, pytest.raises(ExpectedVersionError):
+        registry.swap_production(s, "ctr", "ctr-v2", "ctr-v99")
+    assert state(url) == before
 
 
 def test_racing_promoters_one_wins(three_versions: str) -> None:

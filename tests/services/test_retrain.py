@@ -1,4 +1,4 @@
-"""services.retrain: the whole pipeline on SQLite and the real PostgreSQL."""
+"""retrainer.services.retrain: the whole pipeline on SQLite and the real PostgreSQL."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.exc import OperationalError
 
 from retrainer import clock
 from retrainer.config import Settings
@@ -25,7 +26,7 @@ from retrainer.db.records import (
     Trigger,
     VersionStatus,
 )
-from services import dataset, registry, retrain
+from retrainer.services import dataset, registry, retrain
 from tests.services.builders import END, START, corrupt, seed
 from tests.support import make_settings, model_config
 
@@ -241,36 +242,55 @@ def test_unknown_model(settings: Settings) -> None:
     assert rows(settings, TrainingRun) == []
 
 
-def test_corrupt_champion_is_recorded_and_replaced(settings: Settings) -> None:
+def test_a_corrupt_champion_keeps_production_and_raises_an_alert(settings: Settings) -> None:
     seed_rows(settings, 300)
     assert run(settings)["status"] == "retrained"
     with session_scope(settings.database_url) as s:
         path = registry.get(s, "ctr-v1").artifact_uri
     corrupt(path)
     result = run(settings)
-    assert result["status"] == "retrained", result
+    assert result["status"] == "kept", result  # an unscorable champion says nothing about the candidate
     assert result["champion_version"] == "ctr-v1"
-    assert "unusable" in result["reason"] and "ctr-v1" in result["reason"] and "checksum" in result["reason"]
+    assert "cannot be scored" in result["reason"] and "checksum" in result["reason"]
+    assert "retrainer promote" in result["reason"]
     assert result["metrics"]["test_mae"] < 0.01  # the candidate was still evaluated
     assert result["old_metrics"] is None
     evals = rows(settings, ModelEvaluation, ModelEvaluation.run_id == result["run_id"])
     assert [e.role for e in evals] == ["candidate"]
-    [r] = rows(settings, TrainingRun, TrainingRun.run_id == result["run_id"])
-    assert "unusable" in r.promotion_reason
-    decision = rows(settings, SystemEvent, SystemEvent.kind == "decision", order_by=SystemEvent.id)[-1]
-    assert decision.payload["run_id"] == result["run_id"] and "unusable" in decision.message
-    assert production_id(settings) == "ctr-v2"
+    [alert] = rows(settings, SystemEvent, SystemEvent.kind == "alert")
+    assert alert.payload["run_id"] == result["run_id"] and alert.model == "ctr"
+    assert production_id(settings) == "ctr-v1"
 
 
-def test_corrupt_champion_without_auto_promote_is_kept(tmp_path: Path, db_url: str) -> None:
-    settings = make_settings(tmp_path, db_url, models={"ctr": model_config(promotion={"auto_promote": False})})
+def test_a_corrupt_champion_gives_way_to_a_candidate_that_clears_the_floor(tmp_path: Path, db_url: str) -> None:
+    settings = make_settings(tmp_path, db_url, models={"ctr": model_config(promotion={"floor": {"max_mae": 0.01}})})
     seed_rows(settings, 300)
-    assert run(settings)["status"] == "retrained"  # the first model is always promoted
+    assert run(settings)["status"] == "retrained"
     with session_scope(settings.database_url) as s:
         corrupt(registry.get(s, "ctr-v1").artifact_uri)
     result = run(settings)
-    assert result["status"] == "kept"
-    assert "unusable" in result["reason"]
+    assert result["status"] == "retrained", result
+    assert "cannot be scored" in result["reason"] and "clears the quality floor" in result["reason"]
+    assert production_id(settings) == "ctr-v2"
+    assert rows(settings, SystemEvent, SystemEvent.kind == "alert") == []
+
+
+def test_the_quality_floor_holds_for_the_first_model_too(tmp_path: Path, db_url: str) -> None:
+    settings = make_settings(tmp_path, db_url, models={"ctr": model_config(promotion={"floor": {"max_mae": 1e-6}})})
+    seed_rows(settings, 300)
+    result = run(settings)
+    assert result["status"] == "kept" and "misses the quality floor" in result["reason"], result
+    assert production_id(settings) is None
+
+
+def test_auto_promote_off_holds_for_the_first_model_too(tmp_path: Path, db_url: str) -> None:
+    settings = make_settings(tmp_path, db_url, models={"ctr": model_config(promotion={"auto_promote": False})})
+    seed_rows(settings, 300)
+    result = run(settings)
+    assert result["status"] == "kept" and "promote it by hand" in result["reason"], result
+    assert production_id(settings) is None
+    with session_scope(settings.database_url) as s:
+        registry.promote(s, result["version_id"], actor="test")  # a person does
     assert production_id(settings) == "ctr-v1"
 
 
@@ -364,3 +384,74 @@ def test_a_request_is_linked_and_closed(settings: Settings) -> None:
     again = run(settings, trigger=Trigger.MANUAL, request_id=request_id)
     assert again["status"] == "skipped" and "already handled" in again["message"]
     assert len(rows(settings, TrainingRun)) == 1
+
+
+def database_gone() -> OperationalError:
+    return OperationalError("SELECT ...", {}, Exception("server closed the connection unexpectedly"))
+
+
+def test_a_transient_database_error_propagates_and_the_retry_takes_over(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_rows(settings, 300)
+    real_load = dataset.load
+
+    def load_while_the_database_is_away(*args: Any, **kwargs: Any) -> Any:
+        raise database_gone()
+
+    monkeypatch.setattr(dataset, "load", load_while_the_database_is_away)
+    with pytest.raises(OperationalError):  # to Celery's autoretry, not turned into a result
+        run(settings, task_id="task-7", attempt=0)
+    [first] = rows(settings, TrainingRun)
+    assert first.status == RunStatus.RUNNING  # nothing could be written; its lease still runs
+    [req] = rows(settings, RetrainRequest)
+    assert req.status == RequestStatus.RUNNING
+
+    monkeypatch.setattr(dataset, "load", real_load)
+    retried = run(settings, request_id=req.id, task_id="task-7", attempt=1)  # Celery's retry: same id, next attempt
+    assert retried["status"] == "retrained", retried
+    first = rows(settings, TrainingRun, TrainingRun.run_id == first.run_id)[0]
+    assert first.status == RunStatus.FAILED and "superseded by attempt 1" in first.error_message
+    [req] = rows(settings, RetrainRequest)
+    assert req.status == RequestStatus.COMPLETED and req.run_id == retried["run_id"]
+    assert len(rows(settings, ModelVersion)) == 1
+
+
+def test_a_transient_error_at_commit_leaves_no_file_and_no_row(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_rows(settings, 300)
+
+    def swap_while_the_database_is_away(*args: Any, **kwargs: Any) -> Any:
+        raise database_gone()
+
+    monkeypatch.setattr(registry, "swap_production", swap_while_the_database_is_away)
+    with pytest.raises(OperationalError):
+        run(settings, task_id="task-8")
+    assert artifact_files(settings) == []
+    assert rows(settings, ModelVersion) == [] and rows(settings, ModelEvaluation) == []
+
+
+def test_metrics_that_are_not_finite_are_stored_as_null_with_a_reason(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed_rows(settings, 300)
+    assert run(settings)["status"] == "retrained"
+    family = type(registry.load_estimator(rows(settings, ModelVersion)[0]))
+    real_evaluate = family.evaluate
+
+    def evaluate_to_infinity(self: Any, y_true: Any, y_pred: Any) -> Any:
+        metrics = real_evaluate(self, y_true, y_pred)
+        return type(metrics)(metrics.values | {"mae": math.inf, "rmse": math.nan}, metrics.primary,
+                             metrics.higher_is_better)
+
+    monkeypatch.setattr(family, "evaluate", evaluate_to_infinity)
+    result = run(settings)
+    assert result["status"] == "kept", result
+    assert "not a finite number" in result["reason"]
+    assert result["metrics"]["test_mae"] is None and result["metrics"]["test_rmse"] is None
+    latest = rows(settings, TrainingRun, TrainingRun.run_id == result["run_id"])[0]
+    assert latest.metrics["mae"] is None and latest.metrics["r2"] is not None
+    evaluations = rows(settings, ModelEvaluation, ModelEvaluation.run_id == result["run_id"])
+    assert {e.role: e.overall_score for e in evaluations} == {"candidate": None, "champion": None}
+    assert production_id(settings) == "ctr-v1"

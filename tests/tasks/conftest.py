@@ -29,7 +29,7 @@ def sqlite_db(sqlite_url: str) -> str:
 def make_celery() -> Iterator[Callable[[Settings], Celery]]:
     """`make_celery(settings)`: an app bound to the test's broker and result backend (closed afterwards).
     The module-level tasks.app is configured from this process's environment, not the test's broker."""
-    from tasks.app import make_app
+    from retrainer.tasks.app import make_app
 
     made: list[Celery] = []
 

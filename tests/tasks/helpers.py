@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from retrainer.db import session_scope
 from retrainer.db.records import Observation
-from services import synthetic
+from retrainer.demo import synthetic
 
 # A fit that takes long enough (about a second or two on one core) for another message to arrive
 # while it runs: many deep trees at a low learning rate.

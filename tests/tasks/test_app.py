@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 from celery.schedules import crontab, schedule
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from retrainer.config import get_settings
-from services.notifications import SlackTransientError
-from tasks.app import QUEUES, TASK_MODULES, broker_options, longest_hard_limit, make_app
-from tasks.app import app as module_app
+from retrainer.db import TRANSIENT_ERRORS
+from retrainer.services.notifications import SlackTransientError
+from retrainer.tasks.app import QUEUES, TASK_MODULES, broker_options, longest_hard_limit, make_app
+from retrainer.tasks.app import app as module_app
 from tests.support import make_settings, model_config
 
 REDIS = "redis://127.0.0.1:6379/13"
@@ -57,7 +58,8 @@ def test_beat_schedule_comes_from_config(tmp_path: Path) -> None:
         "quiet": model_config(),  # every schedule off
     })
     beat = make_app(settings).conf.beat_schedule
-    assert set(beat) == {"check-accuracy:ctr", "retrain:ctr", "retrain:weekly"}
+    assert set(beat) == {"check-accuracy:ctr", "retrain:ctr", "retrain:weekly", "reconcile"}
+    assert beat["reconcile"]["task"] == "checks.reconcile" and beat["reconcile"]["options"]["queue"] == "checks"
 
     check = beat["check-accuracy:ctr"]
     assert check["task"] == "checks.check_accuracy" and check["kwargs"] == {"model": "ctr"}
@@ -65,10 +67,10 @@ def test_beat_schedule_comes_from_config(tmp_path: Path) -> None:
     assert isinstance(check["schedule"], crontab)
     assert check["schedule"] == crontab(minute="0", hour="2")
 
-    every = beat["retrain:ctr"]
-    assert every["task"] == "training.retrain_model"
+    every = beat["retrain:ctr"]  # beat opens a request; the request's message does the training
+    assert every["task"] == "checks.request_retrain"
     assert every["kwargs"] == {"model": "ctr", "trigger": "schedule"}
-    assert every["options"]["queue"] == "training"
+    assert every["options"]["queue"] == "checks"
     assert type(every["schedule"]) is schedule
     assert every["schedule"].run_every == timedelta(seconds=5)
 
@@ -140,17 +142,34 @@ def test_acks_late_only_where_idempotent_and_results_only_where_read() -> None:
     assert tasks["notifications.notify_decision"].ignore_result is True
 
     notify = tasks["notifications.notify_decision"]
-    assert tuple(notify.autoretry_for) == (SlackTransientError,)  # narrow: a 4xx is not retried
+    assert tuple(notify.autoretry_for) == (SlackTransientError, *TRANSIENT_ERRORS)  # narrow: a 4xx is not retried
     assert notify.retry_backoff and notify.retry_jitter is True and notify.max_retries
     for name in ("training.retrain_model", "checks.check_accuracy", "events.ingest_event"):
         # only a lost or locked database is transient for these; bad input and bugs fail at once
-        assert tuple(tasks[name].autoretry_for) == (OperationalError,), name
+        assert tuple(tasks[name].autoretry_for) == TRANSIENT_ERRORS == (OperationalError, InterfaceError), name
         assert tasks[name].retry_backoff and tasks[name].retry_jitter is True, name
 
 
 def test_worker_settings_for_long_tasks(tmp_path: Path) -> None:
     conf = make_app(make_settings(tmp_path, "sqlite:///x.db", broker_url=REDIS)).conf
     assert conf.worker_prefetch_multiplier == 1
+    # the embedded broker's synchronous loop acknowledges late (celery 5.6): a wider window there
+    assert make_app(make_settings(tmp_path, "sqlite:///x.db")).conf.worker_prefetch_multiplier == 16
     assert conf.task_track_started is True
     assert conf.worker_send_task_events is True  # Flower
     assert conf.enable_utc is True and conf.timezone == "UTC"
+
+
+def test_a_broker_without_fanout_cannot_tell_which_workers_are_up(tmp_path: Path) -> None:
+    """kombu's SQLAlchemy transport has no fanout exchange, so its workers run no remote control
+    (Celery's own test): `workers_on` says it cannot tell (None) rather than "no worker" ({})."""
+    from celery import Celery
+
+    from retrainer.tasks.enqueue import workers_on
+
+    app = Celery("no-fanout", broker=f"sqla+sqlite:///{tmp_path / 'broker.db'}", set_as_current=False)
+    try:
+        assert workers_on("training", via=app) is None
+    finally:
+        app.close()
+    assert not (tmp_path / "broker.db").exists()  # decided from the transport's kind, without connecting

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from retrainer.tasks.enqueue import send_retrain
+from retrainer.tasks.producer import publish_events
 
 from retrainer.db.records import (
     ModelVersion,
@@ -18,8 +20,7 @@ from retrainer.db.records import (
     TrainingRun,
     Trigger,
 )
-from services import synthetic
-from tasks.producer import publish_events, send_retrain
+from retrainer.demo import synthetic
 from tests.support import make_settings, model_config, wait_until
 from tests.tasks.helpers import count, rows
 
@@ -66,7 +67,7 @@ def test_embedded_broker_runs_a_storm_and_a_retrain(tmp_path: Path, sqlite_db: s
     assert manual.celery_task_id == sent.id and manual.status == RunStatus.COMPLETED
 
     assert count(sqlite_db, TrainingRun) == 2
-    assert count(sqlite_db, RetrainRequest) == 1
+    assert count(sqlite_db, RetrainRequest, RetrainRequest.status == RequestStatus.COMPLETED) == 2  # events, manual
     assert count(sqlite_db, Observation) == 2000
     assert count(sqlite_db, ModelVersion, ModelVersion.is_production) == 1
     wait_until(lambda: count(sqlite_db, SystemEvent, SystemEvent.kind == "notification") == 2, timeout=60,

@@ -3,12 +3,20 @@ follow-ups, and bad input that must be kept with its reason and never break the 
 
 from __future__ import annotations
 
+import json
 import re
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from kombu.exceptions import EncodeError
+from retrainer.services import events
+from retrainer.services.errors import InvalidEvent
+from retrainer.tasks.enqueue import send_retrain
+from retrainer.tasks.producer import publish_events, send_event
 
 from retrainer.db.records import (
     ModelVersion,
@@ -20,8 +28,8 @@ from retrainer.db.records import (
     TrainingRun,
     Trigger,
 )
-from services import synthetic
-from tasks.producer import publish_events, send_event, send_retrain
+from retrainer.demo import synthetic
+from tests.faults.corpus import CATEGORIES, corpus
 from tests.support import Worker, make_settings, model_config, wait_until
 from tests.tasks.helpers import SLOW_PARAMS, count, purchase, rows, seed_observations
 
@@ -91,7 +99,9 @@ def test_event_storm_coalesces_into_one_retrain_and_one_follow_up(
     assert run2.dataset_size == 8220
 
     assert count(pg_url, RetrainRequest, RetrainRequest.status == RequestStatus.PENDING) == 0
-    assert len(retrain_task_ids(ingest, trainer)) == 2  # one message per window, not one per event
+    # One message per window, not one per event; the follow-up's may be sent again when the first run
+    # ends (tasks/training.py _after_run), and that copy exits on its taken request: 2 runs, above.
+    assert len(retrain_task_ids(ingest, trainer)) in (2, 3)
     assert ingest.alive() and trainer.alive()
 
 
@@ -136,8 +146,22 @@ def test_batch_path_stores_everything_and_enqueues_one_retrain_per_model(
     again = publish_events(retry, settings=settings, via=app)
     assert (again.stored, again.duplicates, again.retrains_enqueued) == (0, 100, 0)
     assert [r["index"] for r in again.rejected] == [10, 50]
-    assert "p-unknown" in again.rejected[0]["error"] and "Field required" in again.rejected[1]["error"]
+    assert "p-unknown" in again.rejected[0]["error"] and again.rejected[1]["error"].startswith("features: missing")
     assert count(pg_url, Observation) == 5000
+
+
+def deep(levels: int) -> dict[str, Any]:
+    event: dict[str, Any] = purchase()
+    for _ in range(levels):
+        event = {"a": event}
+    return event
+
+
+def trouble(worker: Worker) -> list[str]:
+    """What a worker must never log: a crash of its own or of a pool child."""
+    log = worker.output()
+    return [word for word in ("RecursionError", "Unrecoverable error", "WorkerLostError", "exited with", "Traceback")
+            if word in log]
 
 
 def test_bad_events_are_rejected_with_reasons_and_the_worker_keeps_working(
@@ -149,28 +173,47 @@ def test_bad_events_are_rejected_with_reasons_and_the_worker_keeps_working(
     worker = start_worker(settings, concurrency=1)
 
     good = purchase()
+    # send_event refuses bad input on the producer's side: nothing is sent
+    for payload in (["purchase", 1], good | {"value": True}, good | {"value": "0.5"}, deep(475)):
+        with pytest.raises(InvalidEvent):
+            send_event(payload, via=app)
+
+    # a raw producer that bypasses send_event: the worker rejects, with the reason, and survives
     bad = {
-        "not a dict": (["purchase", 1], "valid dictionary"),
-        "not JSON": ("hello", "not valid JSON"),
-        "missing fields": ({"type": "purchase", "model": "ctr"}, "purchase.value: Field required"),
-        "unknown type": ({"type": "refund", "value": 1.0}, "'refund'"),
-        # kombu's JSON carries NaN through as the bare token NaN and decodes it to float nan; the
-        # event model then refuses it.
-        "NaN value": (good | {"value": float("nan")}, "purchase.value: Input should be a finite number"),
-        "NaN feature": (good | {"features": {"hook_strength": float("nan")}}, "is not a finite number"),
-        "oversized": (good | {"features": {"blob": "x" * (70 * 1024)}}, "the limit is 65536"),
-        "unknown model": (good | {"model": "no-such-model"}, "unknown model 'no-such-model'"),
-        "unknown prediction": ({"type": "outcome", "prediction_id": "p-missing", "value": 0.1}, "p-missing"),
+        "not a dict": (["purchase", 1], "event: expected a JSON object, got array"),
+        "not JSON": ("hello", "event: not valid JSON"),
+        "missing fields": ({"type": "purchase", "model": "ctr"}, "features: missing"),
+        "unknown type": ({"type": "refund", "value": 1.0}, "type: expected 'purchase' or 'outcome', got 'refund'"),
+        # kombu's JSON carries NaN through as the bare token NaN and decodes it to float nan
+        "NaN value": (good | {"value": float("nan")}, "value: nan is not a finite number"),
+        "NaN feature": (good | {"features": {"hook_strength": float("nan")}}, "features.hook_strength: nan is not"),
+        "oversized": (good | {"features": {"blob": "x" * (70 * 1024)}}, "event: larger than the limit of 65536 bytes"),
+        "bool value": (good | {"value": True}, "value: expected a number, got a boolean"),
+        "year 10000": (good | {"occurred_at": "9999-12-31T23:00:00-05:00"}, "occurred_at: '9999-12-31T23:00:00-05:00'"),
+        "huge int": (good | {"features": {"hook_strength": 10**400}}, "features.hook_strength: integer outside ±1e15"),
+        "NUL": (good | {"model": "ctr\x00"}, "model: contains a NUL character"),
+        "surrogate": (good | {"features": {"k\ud800": 1.0}}, "features: name 'k\\ud800': contains a lone surrogate"),
+        "475 levels deep": (deep(475), "a.a: nested deeper than 2 levels"),  # killed step 1's worker
+        "deep text": ("[" * 5000 + "]" * 5000, "event: nested deeper than 2 levels"),
+        "invalid UTF-8": (b"\xff" + json.dumps(good).encode(), "event: not valid UTF-8 (byte 0)"),  # kombu: base64
     }
     for payload, _ in bad.values():
-        send_event(payload, via=app)
-    wait_until(lambda: count(pg_url, SystemEvent, SystemEvent.kind == "event_rejected") == len(bad), timeout=60,
-               what=f"{len(bad)} rejected events")
+        app.send_task("events.ingest_event", args=[payload], queue="events")
+    app.send_task("events.ingest_event", args=[good, good], queue="events")  # not one event
+    app.send_task("events.ingest_event", kwargs={"payload": good | {"value": "0.5"}}, queue="events")
+    # valid events the worker cannot store: kept with the reason too
+    send_event(good | {"model": "no-such-model"}, via=app)
+    send_event({"type": "outcome", "prediction_id": "p-missing", "value": 0.1}, via=app)
+    expected = [reason for _, reason in bad.values()] + [
+        "event: the message's arguments are not one event", "value: expected a number, got string",
+        "unknown model 'no-such-model'", "prediction 'p-missing' not found"]
+    wait_until(lambda: count(pg_url, SystemEvent, SystemEvent.kind == "event_rejected") == len(expected), timeout=60,
+               what=f"{len(expected)} rejected events")
 
     rejected = rows(pg_url, SystemEvent, SystemEvent.kind == "event_rejected", order_by=SystemEvent.id)
     errors = [r.payload["error"] for r in rejected]
-    for name, (_, reason) in bad.items():
-        assert sum(reason in e for e in errors) == 1, f"{name}: no single rejection saying {reason!r} in {errors}"
+    for reason in expected:
+        assert sum(e.startswith(reason) or reason in e for e in errors) == 1, f"no single rejection saying {reason!r} in {errors}"
     for event in rejected:
         assert event.payload["error"] in event.message
         assert 0 < len(event.payload["payload"]) <= 2000  # kept (truncated) for whoever fixes the producer
@@ -178,7 +221,7 @@ def test_bad_events_are_rejected_with_reasons_and_the_worker_keeps_working(
     assert count(pg_url, RetrainRequest) == 0
 
     # the same worker still stores a good event and completes a normal retrain
-    assert worker.alive()
+    assert worker.alive() and trouble(worker) == []
     send_event(good | {"event_id": f"good-{uuid.uuid4().hex[:8]}"}, via=app)
     wait_until(lambda: count(pg_url, Observation, Observation.source == "event") == 1, timeout=30,
                what="the good event")
@@ -186,3 +229,86 @@ def test_bad_events_are_rejected_with_reasons_and_the_worker_keeps_working(
     assert result["status"] in ("retrained", "kept"), result
     assert count(pg_url, ModelVersion, ModelVersion.is_production) == 1
     assert worker.alive()
+
+
+def test_a_fuzz_corpus_through_a_real_worker(
+    tmp_path: Path, pg_url: str, redis_url: str, start_worker, make_celery
+) -> None:
+    """300 fuzzed events, every category: what send_event refuses is also sent raw. 0 worker deaths,
+    every refusal kept with its reason, every valid event stored once, and a retrain afterwards."""
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url)
+    seed_observations(pg_url, 300)
+    app = make_celery(settings)
+    worker = start_worker(settings, queues="events", concurrency=2)
+
+    entries = corpus(300, seed=11)
+    assert {e.category for _, e in entries} == set(CATEGORIES)
+    sent_raw = unsendable = 0
+    for payload, expected in entries:
+        if expected.by == "parse":
+            with pytest.raises(InvalidEvent):
+                send_event(payload, via=app)
+            try:
+                app.send_task("events.ingest_event", args=[payload], queue="events")
+                sent_raw += 1
+            except EncodeError:  # deeper than the producer's own JSON encoder goes: never left it
+                unsendable += 1
+        else:
+            send_event(payload, via=app)
+    refused_by_store = sum(e.by == "store" for _, e in entries)
+    valid_ids = {json.loads(events.document(p))["event_id"] for p, e in entries if e.outcome == "stored"}
+    assert unsendable < sent_raw / 10
+
+    def settled() -> bool:
+        return (count(pg_url, SystemEvent, SystemEvent.kind == "event_rejected") >= sent_raw + refused_by_store
+                and count(pg_url, Observation, Observation.source == "event") >= len(valid_ids))
+
+    wait_until(settled, timeout=120, what="every fuzzed event stored or rejected")
+    time.sleep(1)  # nothing more arrives: no event was stored or rejected twice
+    assert count(pg_url, SystemEvent, SystemEvent.kind == "event_rejected") == sent_raw + refused_by_store
+    stored = {o.event_id for o in rows(pg_url, Observation, Observation.source == "event")}
+    assert stored == valid_ids
+    assert all(r.payload["error"] for r in rows(pg_url, SystemEvent, SystemEvent.kind == "event_rejected"))
+    assert worker.alive() and trouble(worker) == []
+
+    trainer = start_worker(settings, queues="training,notifications", concurrency=1)
+    result = send_retrain("ctr", settings=settings, via=app).get(timeout=120)
+    # It joins the retrain the stored events asked for; whichever message runs it first, it trains.
+    outcome = result["outcome"] if result["status"] == "skipped" else result["status"]
+    assert outcome in ("retrained", "kept"), result
+    assert trainer.alive()
+
+
+def test_the_batch_path_with_a_whole_fuzz_corpus(tmp_path: Path, pg_url: str, redis_url: str, make_celery) -> None:
+    """10,000 fuzzed events in one publish_events call: every bad one comes back by its index with a
+    reason, every valid one is stored once, none costs its neighbours."""
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url)
+    entries = corpus(10_000, seed=12)
+    published = publish_events((p for p, _ in entries), settings=settings, via=make_celery(settings))
+    expected_rejected = [i for i, (_, e) in enumerate(entries) if e.outcome == "rejected"]
+    assert [r["index"] for r in published.rejected] == expected_rejected
+    assert all(r["error"] for r in published.rejected)
+    assert published.stored == sum(e.outcome == "stored" for _, e in entries)
+    assert published.duplicates == sum(e.outcome == "duplicate" for _, e in entries)
+    assert count(pg_url, Observation, Observation.source == "batch") == published.stored
+    assert published.retrains_enqueued == 1
+
+
+def test_the_worker_turns_any_argument_into_one_string_before_the_pool() -> None:
+    """What EventRequest hands the pool child instead of the message's arguments (no worker needed)."""
+    from retrainer.tasks.events import UNREADABLE, as_document
+
+    good = purchase(event_id="e-1")
+    assert json.loads(as_document([good], {})) == good
+    assert json.loads(as_document([], {"payload": good})) == good
+    assert as_document(["{already text"], {}) == "{already text"
+    for args, kwargs, reason in (
+        ([deep(5000)], {}, "a.a: nested deeper than 2 levels"),
+        ([good, good], {}, "event: the message's arguments are not one event"),
+        ([good], {"x": 1}, "event: the message's arguments are not one event"),
+        ([good | {"value": 10**5000}], {}, "value: integer outside ±1e15"),
+        ([b"\xff"], {}, "event: not valid UTF-8"),
+    ):
+        marker = as_document(args, kwargs)
+        assert marker.startswith(UNREADABLE + reason), marker[:120]
+        assert len(marker) < 2200

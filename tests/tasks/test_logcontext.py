@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import logging
 
+import retrainer.tasks.logcontext  # noqa: F401  (installs the record factory and the signal handlers)
 from celery.signals import task_postrun, task_prerun
-
-import tasks.logcontext  # noqa: F401  (installs the record factory and the signal handlers)
-from tasks.logcontext import LOG_FORMAT
+from retrainer.tasks.logcontext import LOG_FORMAT
 
 
 def line(message: str) -> str:

@@ -1,6 +1,7 @@
 """notifications.notify_decision on a real worker against a real local HTTP server standing in for the
 Slack incoming webhook: transient failures are retried with backoff, a refusal is not, the decision
-is committed before any of it, and the webhook URL (a secret) is never logged or stored."""
+is committed before any of it, and the webhook URL (a secret) is never logged or stored, even when
+the endpoint echoes it back in its error responses."""
 
 from __future__ import annotations
 
@@ -12,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from retrainer.tasks.enqueue import send_retrain
 
 from retrainer.db import session_scope
 from retrainer.db.records import ModelVersion, RunStatus, SystemEvent, TrainingRun
-from tasks.producer import send_retrain
 from tests.support import make_settings, wait_until
 from tests.tasks.helpers import rows, seed_observations
 
@@ -26,7 +27,8 @@ TOKEN = "SECRET-TOKEN"
 
 class FakeSlack:
     """Answers each POST with the next status of `statuses` (the last one repeats) and records it,
-    along with what the database held at that very moment (via `on_request`)."""
+    along with what the database held at that very moment (via `on_request`). An error's body echoes
+    the request path and URL, token included, as some relays and proxies do."""
 
     def __init__(self, statuses: list[int]):
         self.statuses = statuses
@@ -40,7 +42,8 @@ class FakeSlack:
                 status = fake.statuses[min(len(fake.requests), len(fake.statuses) - 1)]
                 fake.requests.append({"path": self.path, "body": json.loads(body), "status": status,
                                       "seen": fake.on_request()})
-                reply = b"ok" if status == 200 else b"server_error" if status >= 500 else b"invalid_token"
+                url = f"http://{self.headers['Host']}{self.path}"
+                reply = b"ok" if status == 200 else f"invalid_token: POST {self.path} ({url})".encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "text/plain")
                 self.send_header("Content-Length", str(len(reply)))
@@ -122,6 +125,7 @@ def test_slack_outage_is_retried_and_the_secret_never_leaks(
     assert len(rows(sqlite_db, SystemEvent, SystemEvent.kind == "notification")) == 1
 
     log = worker.output()
+    assert "Slack webhook refused the message: 403" in log  # logged, without the echoed body
     assert TOKEN not in log
     assert fake_slack.url.split("/services/")[0] not in log  # not even the host and port
     everything = [(e.kind, e.message, json.dumps(e.payload)) for e in rows(sqlite_db, SystemEvent)]

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 
 from retrainer.db import session_scope
 from retrainer.db.records import (
@@ -18,7 +17,9 @@ from retrainer.db.records import (
     TrainingRun,
     Trigger,
 )
-from tasks.producer import send_event, send_retrain
+from retrainer.services import registry, retrain_requests
+from retrainer.tasks.enqueue import RetrainFailed, send_retrain
+from retrainer.tasks.producer import send_event
 from tests.support import make_settings, model_config, wait_until
 from tests.tasks.helpers import SLOW_PARAMS, count, purchase, rows, seed_observations
 
@@ -74,22 +75,22 @@ def test_concurrent_duplicate_retrain_runs_once(tmp_path: Path, pg_url: str, red
     app = make_celery(settings)
 
     first = send_retrain("ctr", settings=settings, via=app)
-    second = send_retrain("ctr", settings=settings, via=app)
+    second = send_retrain("ctr", settings=settings, via=app)  # joins the first one's request
     results = [first.get(timeout=180), second.get(timeout=180)]
 
     statuses = sorted(r["status"] for r in results)
     assert statuses == ["retrained", "skipped"], results
     winner = next(r for r in results if r["status"] == "retrained")
     loser = next(r for r in results if r["status"] == "skipped")
-    assert loser["holder"] == winner["run_id"]
-    assert winner["run_id"] in loser["message"]
+    assert loser["request_id"] == winner["request_id"]
+    assert winner["run_id"] in loser["message"] or "already handled" in loser["message"]
 
     assert count(pg_url, ModelVersion, ModelVersion.model == "ctr") == 1
     assert count(pg_url, ModelVersion, ModelVersion.is_production) == 1
-    runs = {r.run_id: r for r in rows(pg_url, TrainingRun)}
-    assert runs[winner["run_id"]].status == RunStatus.COMPLETED
-    assert runs[loser["run_id"]].status == RunStatus.SKIPPED
-    assert runs[loser["run_id"]].version_id is None
+    (run,) = rows(pg_url, TrainingRun)  # the duplicate wrote nothing
+    assert run.run_id == winner["run_id"] and run.status == RunStatus.COMPLETED
+    (request,) = rows(pg_url, RetrainRequest)
+    assert request.status == RequestStatus.COMPLETED and request.run_id == run.run_id
     assert worker.alive()
 
 
@@ -100,31 +101,40 @@ def test_bad_retrain_input_leaves_worker_working(tmp_path: Path, pg_url: str, re
     worker = start_worker(settings, queues="training,notifications", concurrency=1)
     app = make_celery(settings)
 
-    # an unknown model: a clear error naming it, nothing written
-    unknown = app.send_task("training.retrain_model", kwargs={"model": "no-such-model"}, queue="training")
-    result = unknown.get(timeout=60)
-    assert result["status"] == "error"
-    assert "no-such-model" in result["message"]
+    # a model this worker does not know (a producer configured otherwise): the task fails naming it, and
+    # closes the request it was sent for, which would otherwise stay pending and be re-sent for ever
+    with session_scope(pg_url) as session:
+        request_id = retrain_requests.open_now(session, "no-such-model", Trigger.EVENT, "producer").id
+    unknown = app.send_task("training.retrain_model", kwargs={"model": "no-such-model", "request_id": request_id},
+                            queue="training")
+    with pytest.raises(RetrainFailed, match="unknown model 'no-such-model'; configured models: ctr"):
+        unknown.get(timeout=60)
+    assert unknown.state == "FAILURE"
+    (request,) = rows(pg_url, RetrainRequest, RetrainRequest.id == request_id)
+    assert request.status == RequestStatus.FAILED and "unknown model 'no-such-model'" in request.error_message
     assert count(pg_url, TrainingRun) == 0
 
     first = send_retrain("ctr", settings=settings, via=app).get(timeout=120)
     assert first["status"] == "retrained"
 
-    # the production artifact is corrupted on disk: the checksum refuses it, the candidate replaces it
+    # the production artifact is corrupted on disk: the checksum refuses it, and a champion that cannot
+    # be scored hands production to no candidate (no quality floor here): kept, a person decides
     artifact = Path(rows(pg_url, ModelVersion, ModelVersion.version_id == "ctr-v1")[0].artifact_uri)
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2: len(data) // 2 + 16] = b"\x00" * 16
     artifact.write_bytes(bytes(data))
 
     second = send_retrain("ctr", settings=settings, via=app).get(timeout=120)
-    assert second["status"] == "retrained", second
+    assert second["status"] == "kept", second
     assert second["champion_version"] == "ctr-v1"
     assert second["old_metrics"] is None  # the champion could not be scored
-    assert "unusable" in second["reason"] and "checksum" in second["reason"], second["reason"]
+    assert "cannot be scored" in second["reason"] and "checksum" in second["reason"], second["reason"]
     (current,) = rows(pg_url, ModelVersion, ModelVersion.is_production)
-    assert current.version_id == "ctr-v2"
+    assert current.version_id == "ctr-v1"
 
-    # the worker survived all of it and still does a normal retrain against the new champion
+    # a person promotes the candidate; the worker survived all of it and does a normal retrain against it
+    with session_scope(pg_url) as session:
+        registry.promote(session, "ctr-v2", expected_id="ctr-v1", actor="test")
     assert worker.alive()
     third = send_retrain("ctr", settings=settings, via=app).get(timeout=120)
     assert third["status"] in ("retrained", "kept"), third
@@ -141,38 +151,35 @@ def hold_lock(url: str, run_id: str, lease: timedelta) -> None:
                                 started_at=now, lease_expires_at=now + lease))
 
 
-def test_follow_up_waits_for_a_held_lock_instead_of_being_lost(tmp_path: Path, pg_url: str, redis_url: str,
-                                                               start_worker, make_celery) -> None:
+def test_a_follow_up_waits_for_the_running_retrain_and_runs_after_it(
+    tmp_path: Path, pg_url: str, redis_url: str, start_worker, make_celery
+) -> None:
     settings = make_settings(tmp_path, pg_url, broker_url=redis_url,
-                             models={"ctr": model_config(debounce_seconds=0.5)})
-    seed_observations(pg_url, 600)
-    hold_lock(pg_url, "run_other_worker", lease=timedelta(hours=1))
+                             models={"ctr": model_config(params=SLOW_PARAMS, debounce_seconds=0.5)})
+    seed_observations(pg_url, 5000)
     app = make_celery(settings)
-    worker = start_worker(settings, concurrency=2)
+    worker = start_worker(settings, queues="training,events,notifications", concurrency=2)
 
+    first = send_retrain("ctr", settings=settings, via=app)
+    wait_until(lambda: rows(pg_url, TrainingRun, TrainingRun.status == RunStatus.RUNNING), timeout=60,
+               what="the first retrain to start")
     send_event(purchase(event_id="during-the-run"), via=app)
-    (request,) = wait_until(lambda: rows(pg_url, RetrainRequest), timeout=30, what="the follow-up request")
     skipped = wait_until(
-        lambda: rows(pg_url, TrainingRun, TrainingRun.request_id == request.id, TrainingRun.status == RunStatus.SKIPPED),
-        timeout=30, what="the follow-up to find the lock held",
+        lambda: rows(pg_url, TrainingRun, TrainingRun.status == RunStatus.SKIPPED), timeout=60,
+        what="the follow-up to find the lock held",
     )
-    assert "run_other_worker" in skipped[0].error_message
-    assert rows(pg_url, RetrainRequest)[0].status == RequestStatus.PENDING  # still owed, not dropped
-
-    # the other run finishes; the follow-up's retry (5 s backoff) then takes the lock and trains
-    with session_scope(pg_url) as session:
-        session.execute(sa.update(TrainingRun).where(TrainingRun.run_id == "run_other_worker")
-                        .values(status=RunStatus.COMPLETED, outcome="kept", completed_at=datetime.now(UTC)))
+    assert first.get(timeout=180)["status"] == "retrained"
+    follow_up_id = skipped[0].request_id
+    # The first run's task sends the follow-up when it ends: no retry loop, no waiting for a reconciler.
     (run,) = wait_until(
-        lambda: rows(pg_url, TrainingRun, TrainingRun.request_id == request.id,
+        lambda: rows(pg_url, TrainingRun, TrainingRun.request_id == follow_up_id,
                      TrainingRun.status == RunStatus.COMPLETED),
-        timeout=60, what="the follow-up retrain",
+        timeout=120, what="the follow-up retrain",
     )
-    assert run.outcome == "retrained" and run.trigger == Trigger.EVENT
-    assert run.dataset_size == 601
-    (done,) = rows(pg_url, RetrainRequest)
+    assert run.trigger == Trigger.EVENT and run.dataset_size == 5001
+    (done,) = rows(pg_url, RetrainRequest, RetrainRequest.id == follow_up_id)
     assert done.status == RequestStatus.COMPLETED and done.run_id == run.run_id
-    assert "retry: Retry in" in worker.output()
+    assert "Retry in" not in worker.output()
     assert worker.alive()
 
 
@@ -190,3 +197,31 @@ def test_a_dead_workers_lock_expires(tmp_path: Path, pg_url: str, redis_url: str
     (stale,) = rows(pg_url, TrainingRun, TrainingRun.run_id == "run_of_a_dead_worker")
     assert stale.status == RunStatus.FAILED and "lease expired" in stale.error_message
     assert count(pg_url, SystemEvent, SystemEvent.kind == "lock_expired") == 1
+
+
+def test_a_retrain_that_ends_in_error_is_a_failed_task(tmp_path: Path, pg_url: str, redis_url: str, start_worker,
+                                                       make_celery) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # the artifact cannot be written under a file: the run ends in error after its fit
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url, artifact_dir=str(blocker / "artifacts"))
+    seed_observations(pg_url, 600)
+    worker = start_worker(settings, queues="training,notifications", concurrency=1)
+    app = make_celery(settings)
+
+    sent = send_retrain("ctr", settings=settings, via=app)
+    with pytest.raises(RetrainFailed) as info:
+        sent.get(timeout=120)
+
+    assert sent.state == "FAILURE"  # what Flower shows
+    (run,) = rows(pg_url, TrainingRun)
+    assert str(info.value) == f"retrain of 'ctr' failed (run {run.run_id}): {info.value.result['message']}"
+    assert info.value.result["status"] == "error" and info.value.result["run_id"] == run.run_id
+    assert "NotADirectoryError" in info.value.result["message"]
+    # the clean-up ran before the task raised: the run and its request say why, the decision is published
+    assert run.status == RunStatus.FAILED and run.outcome == "error" and "NotADirectoryError" in run.error_message
+    (request,) = rows(pg_url, RetrainRequest)
+    assert request.status == RequestStatus.FAILED and request.error_message == run.error_message
+    assert count(pg_url, ModelVersion) == 0
+    wait_until(lambda: rows(pg_url, SystemEvent, SystemEvent.kind == "notification"), timeout=60,
+               what="the failed run's notification")
+    assert worker.alive()

@@ -5,6 +5,11 @@ child processes. Story: train v1 on two months of history; replay a week of live
 the market drifts; beat's accuracy check sees live MAE cross 0.02 and a worker retrains, scoring
 the candidate and v1 on the same holdout; then a storm of purchase events coalesces into one
 retrain. Everything printed is read back from the database the workers wrote.
+
+It runs on its own settings only, whatever the shell exports: RETRAINER_* variables (a production
+database, broker, Slack webhook or RETRAINER_CONFIG), Celery's URL variables and a retrainer.yaml in
+the working directory are all ignored, by this process and by its children. Its settings, database,
+broker folders, artifacts and logs live under var/demo.
 """
 
 from __future__ import annotations
@@ -20,17 +25,24 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from retrainer.processes import child_env, start_beat, start_worker, write_config
+from retrainer.config import Settings, get_settings, mask_url, reset_settings
+from retrainer.demo.processes import child_env, foreign_settings, start_beat, start_worker, write_config
 
-DEMO_DIR = Path("var/demo")
+DEMO_DIR = Path("var/demo")  # under the working directory
 MODEL = "ctr"
 HISTORY_ROWS, DAYS, PER_DAY, STORM_BATCH, STORM_SINGLE = 3000, 7, 300, 500, 40
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
 
 def demo_config(var_dir: Path) -> dict[str, Any]:
-    return {
+    var_dir = var_dir.resolve()
+    return {  # every location spelled out: nothing falls back to a default read from elsewhere
         "var_dir": str(var_dir),
+        "database_url": f"sqlite:///{var_dir / 'retrainer.db'}",
+        "broker_url": "filesystem://",
+        "result_backend": f"db+sqlite:///{var_dir / 'celery-results.db'}",
+        "artifact_dir": str(var_dir / "artifacts"),
+        "slack_webhook_url": None,  # decisions are logged, never posted
         "models": {MODEL: {
             "family": "ctr",
             "params": {"n_estimators": 150, "max_depth": 4},
@@ -42,17 +54,33 @@ def demo_config(var_dir: Path) -> dict[str, Any]:
     }
 
 
+def isolate(config: Path, expected: dict[str, Any]) -> Settings:
+    """From here on this process reads only `config`: RETRAINER_* and Celery's URL variables are
+    dropped from its environment (which its children inherit) and RETRAINER_CONFIG names `config`, so
+    a retrainer.yaml in the working directory is not read either."""
+    for name in [name for name in os.environ if foreign_settings(name)]:
+        del os.environ[name]
+    os.environ["RETRAINER_CONFIG"] = str(config.resolve())
+    reset_settings()
+    settings = get_settings()
+    for key in ("database_url", "broker_url", "result_backend"):  # a new settings source must not leak in
+        if getattr(settings, key) != expected[key]:
+            raise RuntimeError(f"demo: refusing to run with {key} {mask_url(getattr(settings, key))}")
+    return settings
+
+
 class Processes:
     """The worker and beat children; always stopped, even on Ctrl-C or an error."""
 
     def __init__(self, var_dir: Path, config: Path):
         self.var_dir, self.env, self.children = var_dir, child_env(config), []
 
-    def worker(self) -> None:
-        self.children.append(start_worker(self.var_dir / "worker.log", name="demo", env=self.env))
+    def worker(self) -> None:  # run inside var/demo: whatever a child writes by a relative path lands there
+        self.children.append(start_worker(self.var_dir / "worker.log", name="demo", env=self.env, cwd=self.var_dir))
 
     def beat(self) -> None:
-        self.children.append(start_beat(self.var_dir / "beat.log", self.var_dir / "celerybeat-schedule", self.env))
+        self.children.append(start_beat(self.var_dir / "beat.log", self.var_dir / "celerybeat-schedule", self.env,
+                                        cwd=self.var_dir))
 
     def stop(self) -> None:
         for child in reversed(self.children):
@@ -73,17 +101,19 @@ def run(keep: bool = True) -> int:
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     DEMO_DIR.mkdir(parents=True)
     config = DEMO_DIR / "retrainer.yaml"
-    write_config(demo_config(DEMO_DIR), config)
-    os.environ["RETRAINER_CONFIG"] = str(config)  # this process and its children read the same file
-    from retrainer.config import reset_settings
+    expected = demo_config(DEMO_DIR)
+    write_config(expected, config)
+    settings = isolate(config, expected)
+    from retrainer.tasks.app import make_app
 
-    reset_settings()
-    procs = Processes(DEMO_DIR, config)
+    celery_app = make_app(settings)  # its own, whatever configured the module-level app before
+    procs = Processes(DEMO_DIR.resolve(), config)
     t0 = time.monotonic()
     try:
-        _story(procs)
+        _story(procs, settings, celery_app)
     finally:
         procs.stop()
+        celery_app.close()
         from retrainer.db import dispose_engines
 
         dispose_engines()
@@ -94,18 +124,18 @@ def run(keep: bool = True) -> int:
     return 0
 
 
-def _story(procs: Processes) -> None:
+def _story(procs: Processes, settings: Settings, celery_app: Any) -> None:
     import pandas as pd
 
     from retrainer import clock
-    from retrainer.config import get_settings
     from retrainer.db import session_scope
     from retrainer.db.migrate import upgrade
     from retrainer.db.records import Observation, RetrainRequest, TrainingRun
-    from services import accuracy, predictions, registry, synthetic
-    from tasks.producer import publish_events, send_event, send_retrain
+    from retrainer.demo import synthetic
+    from retrainer.services import accuracy, predictions, registry
+    from retrainer.tasks.enqueue import send_retrain
+    from retrainer.tasks.producer import publish_events, send_event
 
-    settings = get_settings()
     url = settings.database_url
     step = _stepper()
     step("Embedded default: SQLite + filesystem broker; starting a real Celery worker")
@@ -120,7 +150,7 @@ def _story(procs: Processes) -> None:
     with session_scope(url) as s:
         s.add_all([Observation(model=MODEL, features=r.features, label=r.label, event_time=r.event_time,
                                source="history", event_id=f"history-{i}") for i, r in enumerate(history)])
-    result = send_retrain(MODEL, "manual").get(timeout=120)
+    result = send_retrain(MODEL, "manual", settings=settings, via=celery_app).get(timeout=120)
     console.print(f"  worker trained [bold]{result['version_id']}[/]: {result['status']} — {result['reason']}; "
                   f"holdout MAE {result['metrics']['test_mae']:.4f}")
 
@@ -131,7 +161,7 @@ def _story(procs: Processes) -> None:
     traffic = synthetic.generate(DAYS * PER_DAY, drift_at, now - timedelta(minutes=5), seed=2, drift_from=drift_at)
     for day in range(DAYS):
         rows = traffic[day * PER_DAY:(day + 1) * PER_DAY]
-        predicted = estimator.predict(pd.DataFrame([r.features for r in rows]))
+        predicted = estimator.predict(pd.DataFrame([r.features for r in rows])).value
         with session_scope(url) as s:
             for r, p in zip(rows, predicted, strict=True):
                 rec = predictions.log_prediction(s, MODEL, r.features, float(p), version_id=champion.version_id,
@@ -160,8 +190,8 @@ def _story(procs: Processes) -> None:
                                drift_from=drift_at)
     events = synthetic.as_purchase_events(storm, MODEL, prefix="storm")
     for payload in events[:STORM_SINGLE]:
-        send_event(payload)
-    published = publish_events(events[STORM_SINGLE:])
+        send_event(payload, via=celery_app)
+    published = publish_events(events[STORM_SINGLE:], settings=settings, via=celery_app)
     console.print(f"  batch path: stored {published.stored} in one round trip per 5,000, "
                   f"retrains enqueued {published.retrains_enqueued}")
 
@@ -184,7 +214,7 @@ def _story(procs: Processes) -> None:
     storm_run = run_done("event")
     _show_run(url, storm_run.run_id)
     wait_for(lambda: _notified(url) >= 2 + len(requests), 30, "the Slack notifications")
-    _summary(url)
+    _summary(settings)
 
 
 def _stepper() -> Any:
@@ -208,7 +238,7 @@ def _notified(url: str) -> int:
 
 def _show_run(url: str, run_id: str) -> None:
     from retrainer.db import session_scope
-    from services import reports
+    from retrainer.services import reports
 
     with session_scope(url) as s:
         evals = reports.evaluations(s, run_id)
@@ -227,15 +257,14 @@ def _show_run(url: str, run_id: str) -> None:
     console.print(f"  decision: [bold]{verdict}[/] — {run['promotion_reason']}")
 
 
-def _summary(url: str) -> None:
-    from retrainer.config import get_settings
+def _summary(settings: Settings) -> None:
     from retrainer.db import session_scope
-    from services import reports
+    from retrainer.services import reports
 
-    with session_scope(url) as s:
+    with session_scope(settings.database_url) as s:
         runs = reports.history(s, MODEL, 50)["training_runs"][::-1]
         decisions = reports.events(s, MODEL, ("decision", "promotion", "rollback", "notification"), 50)
-        prod = reports.status(s, get_settings())["models"][MODEL]["production"]
+        prod = reports.status(s, settings)["models"][MODEL]["production"]
     console.print("\n[bold cyan]Summary[/]")
     table = Table("run", "trigger", "outcome", "version", "train rows", "holdout", "MAE", "prod MAE", "improvement")
     for r in runs:

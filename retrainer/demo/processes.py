@@ -32,19 +32,35 @@ def write_config(settings: Settings | dict[str, Any], path: Path) -> Path:
     return path
 
 
+# Celery reads these before its own configuration (celery/app/utils.py): exported for another app, they
+# would point a child at that app's broker whatever `config` says.
+CELERY_URL_VARIABLES = ("CELERY_BROKER_URL", "CELERY_BROKER_READ_URL", "CELERY_BROKER_WRITE_URL",
+                        "CELERY_RESULT_BACKEND")
+
+
+def foreign_settings(name: str) -> bool:
+    """A variable that would override the settings a child is given: RETRAINER_* and Celery's URLs."""
+    return name.upper().startswith("RETRAINER_") or name.upper() in CELERY_URL_VARIABLES
+
+
 def child_env(config: Path) -> dict[str, str]:
-    """This environment without RETRAINER_* overrides, reading `config`."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RETRAINER_")}
+    """This environment without RETRAINER_* overrides (nor Celery's URL variables), reading `config`."""
+    env = {k: v for k, v in os.environ.items() if not foreign_settings(k)}
     return env | {"RETRAINER_CONFIG": str(config.resolve()), "PYTHONUNBUFFERED": "1"}
 
 
-class CeleryProcess:
-    """`python -m celery -A tasks ARGS` in its own process group, logging to a file."""
+CELERY = [sys.executable, "-m", "celery", "-A", "retrainer.tasks"]
 
-    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None):
+
+class CeleryProcess:
+    """`python -m celery -A retrainer.tasks ARGS` (or `program` ARGS, e.g. `retrainer worker`, which
+    becomes Celery) in its own process group, logging to a file."""
+
+    def __init__(self, args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path | None = None,
+                 program: list[str] = CELERY):
         self.log = log
-        self.proc = subprocess.Popen([sys.executable, "-m", "celery", "-A", "tasks", *args], cwd=cwd, env=env,
-                                     stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen([*program, *args], cwd=cwd, env=env, stdout=log.open("w"),
+                                     stderr=subprocess.STDOUT, start_new_session=True)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace")

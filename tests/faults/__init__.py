@@ -1,0 +1,1 @@
+"""Fault-injection suite: private Redis and PostgreSQL servers, real workers, injected faults."""
