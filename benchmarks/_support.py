@@ -31,9 +31,9 @@ os.environ.setdefault("RETRAINER_VAR_DIR", str(WORKDIR / "default-var"))
 
 import sqlalchemy as sa
 
-from retrainer import processes
 from retrainer.config import Settings
 from retrainer.db import dispose_engines
+from retrainer.demo import processes
 from retrainer.demo.processes import CeleryProcess, child_env, write_config
 
 POSTGRES_SERVER = os.environ.get("RETRAINER_BENCH_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

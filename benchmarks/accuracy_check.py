@@ -35,6 +35,7 @@ from retrainer.db import get_engine, session_scope
 from retrainer.db.migrate import upgrade
 from retrainer.db.records import PredictionRecord
 from retrainer.demo import synthetic
+from retrainer.models.base import Live
 from retrainer.models.ctr import regression_metrics
 from retrainer.services import accuracy
 
@@ -47,8 +48,9 @@ START = UNTIL - timedelta(days=DAYS)
 DRIFT_FROM = UNTIL - timedelta(days=4)
 CHUNK = 100_000
 TOLERANCE = 1e-9
-COLUMNS = ("prediction_id", "model", "version_id", "features", "predicted", "hook_type", "template_id", "actual",
+COLUMNS = ("prediction_id", "model", "version_id", "kind", "features", "predicted", "segments", "actual",
            "error", "status", "predicted_at", "completed_at")
+METRICS = ("mae", "rmse", "r2", "within_20pct")
 
 
 def bulk_load(url: str, n_rows: int) -> dict[str, float]:
@@ -69,8 +71,8 @@ def bulk_load(url: str, n_rows: int) -> dict[str, float]:
             for i, r in enumerate(rows):
                 predicted = round(synthetic.true_ctr(r.features, drifted=False), 6)  # the stale model's answer
                 records.append((
-                    f"bench-{done + i:07d}", MODEL, "ctr-v1", json.dumps(r.features), predicted, r.hook_type,
-                    r.template_id, r.label, abs(r.label - predicted), "completed", r.event_time,
+                    f"bench-{done + i:07d}", MODEL, "ctr-v1", "regression", json.dumps(r.features), predicted,
+                    json.dumps({"hook_type": r.hook_type, "template_id": r.template_id}), r.label, abs(r.label - predicted), "completed", r.event_time,
                     r.event_time + timedelta(hours=1),
                 ))
             t1 = time.perf_counter()
@@ -91,7 +93,7 @@ def bulk_load(url: str, n_rows: int) -> dict[str, float]:
 
 def sql_way(url: str) -> accuracy.Accuracy:
     with session_scope(url) as session:
-        return accuracy.live_accuracy(session, MODEL, LOOKBACK, until=UNTIL)
+        return accuracy.live_accuracy(session, MODEL, LOOKBACK, until=UNTIL, kind=Live.REGRESSION)
 
 
 def pandas_way(url: str) -> accuracy.Accuracy:
@@ -102,7 +104,8 @@ def pandas_way(url: str) -> accuracy.Accuracy:
         frame = pd.read_sql(sa.select(P.actual, P.predicted).where(*window), session.connection())
     m = regression_metrics(frame["actual"].to_numpy(dtype=float), frame["predicted"].to_numpy(dtype=float))
     n = int(m["count"])
-    return accuracy.Accuracy(mae=m["mae"], rmse=m["rmse"], r2=m["r2"], accuracy=100.0 * m["accuracy"], count=n)
+    return accuracy.Accuracy(Live.REGRESSION, n, {"mae": m["mae"], "rmse": m["rmse"], "r2": m["r2"],
+                                                  "within_20pct": m["accuracy"]})
 
 
 def peak_memory(fn: Any) -> float:
@@ -159,8 +162,8 @@ def fmt(mib: float | None) -> str:
 
 def compare(a: accuracy.Accuracy, b: accuracy.Accuracy) -> dict[str, Any]:
     diffs = {}
-    for field in ("mae", "rmse", "r2", "accuracy"):
-        x, y = getattr(a, field), getattr(b, field)
+    for field in METRICS:
+        x, y = a[field], b[field]
         diffs[field] = abs(x - y) if x is not None and y is not None else (0.0 if x == y else math.inf)
     ok = all(d <= TOLERANCE for d in diffs.values()) and a.count == b.count
     return {"agree": ok, "max_abs_diff": diffs, "count_sql": a.count, "count_pandas": b.count}
@@ -207,8 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     S.print_table(
         "figures (must agree to 1e-9)", ["metric", "SQL", "pandas", "|diff|"],
-        [[f, f"{getattr(sql_res, f):.12g}", f"{getattr(pd_res, f):.12g}", f"{check['max_abs_diff'][f]:.1e}"]
-         for f in ("mae", "rmse", "r2", "accuracy")] + [["count", sql_res.count, pd_res.count, abs(sql_res.count - pd_res.count)]],
+        [[f, f"{sql_res[f]:.12g}", f"{pd_res[f]:.12g}", f"{check['max_abs_diff'][f]:.1e}"]
+         for f in METRICS] + [["count", sql_res.count, pd_res.count, abs(sql_res.count - pd_res.count)]],
     )
     print("plan: " + " | ".join(plan))
     info["loadavg_at_end"] = S.loadavg()

@@ -70,6 +70,16 @@ class Live(enum.StrEnum):
     FORECAST = "forecast"  # predicted and actual hours: MAE, RMSE, shares within 6/12/24 h
 
 
+# What services.accuracy computes from live outcomes of each kind, name -> higher is better (all
+# shares are fractions). precision and recall are of class 1, for binary classifiers only.
+LIVE_METRICS: dict[Live, dict[str, bool]] = {
+    Live.REGRESSION: {"mae": False, "rmse": False, "r2": True, "within_20pct": True},
+    Live.CLASSIFICATION: {"accuracy": True, "precision": True, "recall": True},
+    Live.FORECAST: {"mae": False, "rmse": False, "within_6h": True, "within_12h": True, "within_24h": True},
+}
+DEFAULT_LIVE_METRIC = {Live.REGRESSION: "mae", Live.CLASSIFICATION: "accuracy", Live.FORECAST: "mae"}
+
+
 @dataclass(frozen=True)
 class MetricSpec:
     names: tuple[str, ...]  # every metric `evaluate` reports, in display order
@@ -211,11 +221,32 @@ def check_models(models: dict[str, Any]) -> list[str]:
         if cfg.primary_metric is not None and cfg.primary_metric not in spec.names:
             problems.append(f"models.{name}.primary_metric: {cfg.primary_metric!r} is not a metric of family "
                             f"{cfg.family}; choose one of {', '.join(spec.names)}")
+        features = getattr(cfg, "features", None)
+        if features is not None and not features and not cls.needs_time:
+            problems.append(f"models.{name}.features: empty; family {cfg.family} needs at least one feature")
+        for feature, kind in (features.items() if isinstance(features, dict) else ()):
+            if kind not in cls.feature_types:
+                problems.append(f"models.{name}.features.{feature}: family {cfg.family} takes no {kind} feature; "
+                                f"it takes {', '.join(sorted(cls.feature_types))}")
+        live = LIVE_METRICS[spec.live]
+        if cfg.accuracy.metric is not None and cfg.accuracy.metric not in live:
+            problems.append(f"models.{name}.accuracy.metric: {cfg.accuracy.metric!r} is not a live metric of family "
+                            f"{cfg.family} ({spec.live}); choose one of {', '.join(live)}")
         for key in cfg.promotion.floor:
             if key[4:] not in spec.names:
                 problems.append(f"models.{name}.promotion.floor.{key}: {key[4:]!r} is not a metric of family "
                                 f"{cfg.family}; choose one of {', '.join(spec.names)}")
     return problems
+
+
+def live_check(family: str, metric: str | None, threshold: float | None) -> tuple[str, float | None]:
+    """The accuracy check's metric and threshold for a model: configured, else the family's live
+    default (a family may declare `live_thresholds = {"mae": 0.02}`; without one, no threshold)."""
+    cls = family_class(family)
+    metric = metric or DEFAULT_LIVE_METRIC[cls.metric_spec.live]
+    if threshold is None:
+        threshold = getattr(cls, "live_thresholds", {}).get(metric)
+    return metric, threshold
 
 
 def load_family(name: str, params: dict[str, Any] | None = None) -> Family:

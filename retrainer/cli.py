@@ -33,7 +33,22 @@ def _validate_settings(ctx: typer.Context) -> None:
     # anything starts (a worker's Celery would print a traceback). The demo never reads it: it runs on
     # its own embedded settings whatever this environment or a retrainer.yaml here says.
     if ctx.invoked_subcommand != "demo":
-        get_settings()
+        settings = get_settings()
+        if ctx.invoked_subcommand in _USES_MODELS:
+            _check_models(settings)
+
+
+# Commands that train, serve or schedule a model check every model's hyper-parameters and metrics
+# first (as a worker does at start-up), so `retrainer retrain` names a bad key instead of the first
+# fit failing on it; the others skip it and never import pandas.
+_USES_MODELS = {"worker", "beat", "retrain", "check", "predict"}
+
+
+def _check_models(settings: Any) -> None:
+    from retrainer.models.base import check_models
+
+    if problems := check_models(settings.models):
+        raise ConfigError("invalid configuration: " + "; ".join(problems))
 
 
 def emit(data: Any) -> None:
@@ -196,7 +211,7 @@ def check(model: str, local: Annotated[bool, typer.Option(help="Compute here; en
         from retrainer.services import accuracy
 
         with db() as session:
-            result = accuracy.check(session, model, cfg.accuracy)
+            result = accuracy.check(session, model, cfg.accuracy, cfg.family)
     else:
         from retrainer.tasks.app import app as celery_app
 
@@ -293,13 +308,22 @@ def status(models: Annotated[list[str] | None, typer.Argument(help="Only these m
         data = reports.status(session, settings)
     if as_json:
         return emit(data)
-    table = Table("model", "production", "live MAE (n)", "threshold", "last run", "pending")
+    table = Table("model", "production", "live metric (n)", "threshold", "last run", "pending")
     for name, m in data["models"].items():
         live, last = m["live_accuracy"], m["last_run"]
-        mae = "–" if live["mae"] is None else f"{live['mae']:.4f} ({live['count']})"
-        table.add_row(name, (m["production"] or {}).get("version_id", "–"), mae, str(live["mae_threshold"]),
+        metric = live["metric"]
+        shown = "–" if live.get(metric) is None else f"{metric} {reports.fmt(live[metric])} ({live['count']})"
+        table.add_row(name, (m["production"] or {}).get("version_id", "–"), shown, str(live["threshold"]),
                       f"{last['outcome']} {last['started_at'][:19]}" if last else "–", str(m["pending_requests"]))
     Console().print(table)
+
+
+def _primary_metric(model: str) -> str:
+    """The metric that decides promotion for MODEL (its configured one, else its family's): the tables' column."""
+    from retrainer.models.base import primary_metric
+
+    cfg = get_settings().model(model)
+    return primary_metric(cfg.family, cfg.primary_metric)
 
 
 @app.command()
@@ -309,16 +333,16 @@ def history(model: str, limit: int = 20, as_json: JsonOpt = False) -> None:
 
     from retrainer.services import reports
 
-    get_settings().model(model)
+    primary = _primary_metric(model)
     with db() as session:
         data = reports.history(session, model, limit)
     if as_json:
         return emit(data)
-    table = Table("run", "trigger", "outcome", "version", "mae", "old mae", "improvement", "reason")
+    table = Table("run", "trigger", "outcome", "version", primary, f"old {primary}", "improvement", "reason")
     for r in data["training_runs"]:
         m, o = r["metrics"] or {}, r["old_metrics"] or {}
         table.add_row(r["run_id"], r["trigger"], r["outcome"] or r["status"], r["model_version_id"] or "–",
-                      reports.fmt(m.get("mae")), reports.fmt(o.get("mae")), reports.fmt_pct(r["improvement_percentage"]),
+                      reports.fmt(m.get(primary)), reports.fmt(o.get(primary)), reports.fmt_pct(r["improvement_percentage"]),
                       r["promotion_reason"] or r["error_message"] or "")
     Console(width=200).print(table)
 
@@ -330,15 +354,15 @@ def versions(model: str, limit: int = 50, as_json: JsonOpt = False) -> None:
 
     from retrainer.services import reports
 
-    get_settings().model(model)
+    primary = _primary_metric(model)
     with db() as session:
         data = reports.versions(session, model, limit)
     if as_json:
         return emit(data)
-    table = Table("version", "status", "production", "trained at", "samples", "mae", "sha256")
+    table = Table("version", "status", "production", "trained at", "samples", primary, "sha256")
     for v in data["versions"]:
         table.add_row(v["version_id"], v["status"], "yes" if v["is_production"] else "", v["trained_at"][:19],
-                      str(v["num_training_samples"]), reports.fmt(v["metrics"].get("mae")), v["artifact_sha256"][:12])
+                      str(v["num_training_samples"]), reports.fmt(v["metrics"].get(primary)), v["artifact_sha256"][:12])
     Console().print(table)
 
 
@@ -356,17 +380,22 @@ def _features(text: str) -> dict[str, Any]:
 
 @app.command()
 def predict(model: str, features: Annotated[str, typer.Option(help='JSON object, e.g. {"hook_strength": 0.7}')],
-            hook_type: str | None = None, template_id: str | None = None) -> None:
+            segment: Annotated[list[str] | None, typer.Option(
+                help="A segment of the prediction, KEY=VALUE (repeat it), e.g. --segment region=eu")] = None) -> None:
     """Predict with the production version and log the prediction."""
     from retrainer.services import predictions
 
     get_settings().model(model)
-
+    segments = {}
+    for item in segment or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise typer.BadParameter(f"--segment {item!r}: write KEY=VALUE")
+        segments[key] = value
     with db() as session:
-        record = predictions.predict(session, model, [_features(features)], hook_type=hook_type,
-                                     template_id=template_id)[0]
+        record = predictions.predict(session, model, [_features(features)], segments=segments)[0]
     emit({"prediction_id": record.prediction_id, "model": model, "version_id": record.version_id,
-          "predicted": record.predicted})
+          "predicted": record.predicted} | ({"proba": record.proba} if record.proba is not None else {}))
 
 
 @app.command()
@@ -426,6 +455,53 @@ def _send(payload: dict[str, Any]) -> None:
     _broker_answers()
     sent = send_event(payload)
     emit({"status": "enqueued", "event_id": sent.event_id, "task_id": sent.task_id})
+
+
+@app.command()
+def ingest(
+    model: str,
+    file: Annotated[Path, typer.Option("--file", help="A .csv (header line first) or .parquet file.")],
+    label: Annotated[str, typer.Option("--label", help="The column that holds the label (target).")],
+    time: Annotated[str | None, typer.Option("--time", help="The column of ISO-8601 event times (default: now).")] = None,
+    id_column: Annotated[str | None, typer.Option("--id", help="A column of unique row ids (default: a hash of the row).")] = None,
+    no_retrain: Annotated[bool, typer.Option("--no-retrain", help="Store only; ask for no retrain.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Load labelled rows from your own file: every other column is a feature (numbers numeric,
+    true/false boolean, text categorical), checked against the production schema.
+
+    Idempotent (a re-run stores nothing twice); one retrain request for the whole file. Exit 0: every
+    row stored or already there; 1: some rows rejected (listed by line), or the file cannot be read."""
+    from retrainer.services import ingest as service
+
+    settings = get_settings()
+    settings.model(model)
+    if not no_retrain:
+        _broker_answers()  # before anything is stored: stored rows whose retrain cannot be sent would wait
+
+    def progress(report: service.Report) -> None:
+        print(f"{file.name}: {report.rows} rows read, {report.stored} stored, {report.duplicates} already there, "
+              f"{report.rejected_count} rejected", file=sys.stderr)
+
+    with db() as session:
+        report = service.ingest(session, settings, model, file, label, time, id_column, retrain=not no_retrain,
+                                progress=progress)
+    if report.enqueue is not None:  # after the commit: the worker must see the request
+        from retrainer.tasks.enqueue import send_jobs
+
+        send_jobs([report.enqueue], "new_samples", settings=settings)
+    if as_json:
+        emit(report.as_dict())
+    else:
+        for line, why in report.rejected:
+            print(f"line {line}: {why}", file=sys.stderr)
+        more = report.rejected_count - len(report.rejected)
+        if more:
+            print(f"... and {more} more rejected rows", file=sys.stderr)
+        typer.echo(f"{report.stored} stored, {report.duplicates} already there, {report.rejected_count} rejected "
+                   f"of {report.rows} rows" + (f"; retrain request {report.enqueue.request_id}" if report.enqueue else ""))
+    if report.rejected_count:
+        raise typer.Exit(1)
 
 
 def _fail(message: object, code: int) -> NoReturn:

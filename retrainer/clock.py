@@ -24,7 +24,7 @@ def set_now(moment: datetime | None) -> None:
         _source = None
         return
     pinned = as_utc(moment)
-    _source = lambda: pinned  # noqa: E731
+    _source = lambda: pinned
 
 
 @contextmanager

@@ -17,7 +17,7 @@ from datetime import timedelta
 from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any, Union, get_args, get_origin
+from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -74,13 +74,30 @@ class _Strict(BaseModel):
 
 
 class AccuracyCheck(_Strict):
-    """Daily check of live accuracy (reference: MAE > 0.02 over 7 days with >= 50 samples)."""
+    """Daily check of live accuracy (reference: MAE > 0.02 over 7 days with >= 50 samples).
 
-    mae_threshold: float = Field(0.02, ge=0)
+    `metric` is a live metric of the model's kind (retrainer.models.base.LIVE_METRICS; default: mae
+    for regression and forecast, accuracy for classification); an error metric breaches above
+    `threshold`, accuracy/precision/recall below it. `threshold` defaults to the family's own
+    (ctr: MAE 0.02); without one the check measures but never asks for a retrain."""
+
+    metric: str | None = None
+    threshold: float | None = Field(None, ge=0)
+    mae_threshold: float | None = Field(None, ge=0, description="deprecated: {metric: mae, threshold: x}")
     lookback_days: int = Field(7, gt=0)
     min_samples: int = Field(50, gt=0)
     # A retrain this recent suppresses another check-triggered one (stops a loop on a kept candidate).
     cooldown_hours: float = Field(12.0, ge=0)
+
+    @model_validator(mode="after")
+    def _old_key(self) -> AccuracyCheck:
+        if self.mae_threshold is not None:  # step 1's key keeps existing files working
+            # (equal values are one setting written both ways: what a dump of these settings reads back)
+            if self.threshold not in (None, self.mae_threshold) or self.metric not in (None, "mae"):
+                raise ValueError("mae_threshold is the deprecated alias of {metric: mae, threshold: ...}; "
+                                 "write one of the two, not both")
+            self.metric, self.threshold = "mae", self.mae_threshold
+        return self
 
 
 class Schedules(_Strict):
@@ -119,17 +136,41 @@ class Training(_Strict):
     time_limit_seconds: int = Field(1800, gt=0)
 
 
+FeatureKind = Literal["numeric", "categorical", "boolean"]  # models.base.FeatureType, which config may not import
+
+
 class ModelConfig(_Strict):
     family: str = "ctr"
     params: dict[str, Any] = Field(default_factory=dict)  # hyper-parameters, checked by the family's Params
     primary_metric: str | None = None  # decides promotion; default: the family's (retrainer.models.families)
-    features: list[str] | None = None  # None: every numeric key the rows carry
+    # The features, as names (types inferred from the rows, then recorded on the version) or as a
+    # mapping name -> numeric | categorical | boolean. None: the production version's recorded schema,
+    # else inferred from the rows (services/schema.py).
+    features: list[str] | dict[str, FeatureKind] | None = None
     accuracy: AccuracyCheck = Field(default_factory=AccuracyCheck)
     schedules: Schedules = Field(default_factory=Schedules)
     promotion: Promotion = Field(default_factory=Promotion)
     training: Training = Field(default_factory=Training)
     keep_versions: int = Field(10, ge=2)
     debounce_seconds: float = Field(60.0, ge=0)  # events inside this window share one retrain
+
+    @field_validator("features", mode="before")
+    @classmethod
+    def _features(cls, v: Any) -> Any:
+        # Checked before pydantic's union, whose error would name both shapes ("list[str]", "dict[...]").
+        if v is None:
+            return v
+        if not isinstance(v, (list, dict)):
+            raise ValueError("expected a list of names or a mapping name -> numeric | categorical | boolean")
+        for name in v:
+            if not isinstance(name, str) or not name or len(name) > 64 or "\x00" in name:
+                raise ValueError(f"feature name {name!r}: a string of 1 to 64 characters, no NUL")
+        if isinstance(v, list) and len(set(v)) != len(v):
+            raise ValueError(f"a feature is named twice: {', '.join(sorted({n for n in v if v.count(n) > 1}))}")
+        for name, kind in v.items() if isinstance(v, dict) else ():
+            if kind not in get_args(FeatureKind):
+                raise ValueError(f"{name}: type {kind!r} is not one of {', '.join(get_args(FeatureKind))}")
+        return v
 
     @field_validator("family")
     @classmethod
@@ -155,7 +196,10 @@ def available_families() -> set[str]:
     return {ep.name for ep in entry_points(group="retrainer.models")}
 
 
-_DB_SCHEMES = {"sqlite", "postgresql", "postgres", "mysql", "mariadb"}
+_DB_SCHEMES = {"sqlite", "postgresql", "postgres"}
+# MySQL and MariaDB have no partial unique index, and those indexes are what hold one production
+# version and one running run per model: refused by name rather than "unsupported scheme".
+_REFUSED_DB_SCHEMES = {"mysql", "mariadb"}
 _BROKER_SCHEMES = {"redis", "rediss", "amqp", "amqps", "pyamqp", "filesystem", "sqs"}
 _BACKEND_SCHEMES = {"redis", "rediss", "db", "rpc", "file"}
 
@@ -211,6 +255,12 @@ class Settings(BaseSettings):
             self.result_backend = f"db+sqlite:///{self.var_dir / 'celery-results.db'}"
         if self.artifact_dir is None:
             self.artifact_dir = self.var_dir / "artifacts"
+        if _scheme(self.database_url) in _REFUSED_DB_SCHEMES:
+            raise ValueError(
+                f"database_url: {_scheme(self.database_url)} is not supported; only SQLite (embedded) and "
+                "PostgreSQL are: retrainer's guarantees (one production version, one running retrain per model) "
+                "are partial unique indexes, which MySQL and MariaDB do not have"
+            )
         for key, value, allowed in (
             ("database_url", self.database_url, _DB_SCHEMES),
             ("broker_url", self.broker_url, _BROKER_SCHEMES),

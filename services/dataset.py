@@ -17,7 +17,8 @@ from sqlalchemy.orm import Session
 from retrainer import clock
 from retrainer.db.records import Observation
 from retrainer.models.base import DataError
-from retrainer.services import validation
+from retrainer.services import schema, validation
+from retrainer.services.schema import FeatureSchema
 
 LABEL = "label"  # the frame column that holds the target
 TIME = "event_time"  # the frame column that orders rows in time
@@ -37,6 +38,15 @@ class Validated:
     frame: pd.DataFrame
     dropped: int
     problems: dict[str, int]
+    schema: FeatureSchema  # what the rows were read through
+    unused: dict[str, int]  # keys the rows carry that the schema lacks -> how many rows carry them
+
+    def unused_note(self) -> str:
+        """The sentence a run's result and decision carry when rows bring keys the schema does not use."""
+        if not self.unused:
+            return ""
+        return (f"new feature(s) seen, not used: {', '.join(sorted(self.unused))}; "
+                "add them to `features` to use them")
 
 
 def load(session: Session, model: str, max_rows: int) -> pd.DataFrame:
@@ -110,32 +120,32 @@ def _decode_features(texts: tuple[str | None, ...]) -> tuple[list[dict[str, Any]
     return decoded, bad
 
 
-def validate(frame: pd.DataFrame, features: list[str] | None) -> Validated:
-    """Keep numeric features only; drop rows with a missing, non-finite or out-of-range label or
-    feature value (|x| > validation.MAX_ABS), counted per column, with the rows `load` left out."""
-    meta = META
-    if features is not None:
-        absent = [f for f in features if f not in frame.columns]
-        if absent and len(frame):
-            raise DataError(f"configured feature(s) absent from every row: {', '.join(absent)}")
-        columns = features
-    else:
-        columns = [c for c in frame.columns if c not in meta]
-    numeric = {c: _numeric(frame[c]) for c in columns}
-    if features is None:  # inferred: a column that is mostly text is a segment, not a feature
-        numeric = {c: v for c, v in numeric.items() if v.notna().mean() >= 0.5 or frame[c].isna().all()}
-    out = pd.concat([frame[["row_id", TIME]].reset_index(drop=True),
-                     pd.DataFrame({LABEL: _numeric(frame[LABEL]), **numeric}).reset_index(drop=True)], axis=1)
-    values = out.drop(columns=["row_id", TIME]).to_numpy(dtype=float)
+def validate(frame: pd.DataFrame, features: FeatureSchema | list[str] | dict[str, str] | None = None,
+             needs_time: bool = False) -> Validated:
+    """The rows typed through a feature schema (given, or resolved from the configured `features` and
+    the rows: services/schema.py): numeric float64, categorical pandas category, boolean bool. A row
+    with a missing, wrong-typed, non-finite or out-of-range (|x| > validation.MAX_ABS) label or feature
+    is dropped, counted per column with the rows `load` left out. Keys the rows carry that the schema
+    lacks are counted in `unused`, never silently ignored. No feature at all is only for a family that
+    reads the time (`needs_time`)."""
+    used = features if isinstance(features, FeatureSchema) else schema.resolve(frame, features, None)
+    if not used.features and not needs_time and len(frame):
+        why = "; ".join(f"{k}: {v}" for k, v in used.left_out.items())
+        raise DataError("no usable feature in the rows" + (f" ({why})" if why else ""))
+    typed = used.apply(frame)
+    label = _numeric(frame[LABEL]).to_numpy(dtype=float)
     with np.errstate(invalid="ignore"):
-        usable = np.isfinite(values) & (np.abs(values) <= validation.MAX_ABS)
+        label_ok = np.isfinite(label) & (np.abs(label) <= validation.MAX_ABS)
     problems = dict(frame.attrs.get("problems", {}))
-    for i, name in enumerate(out.columns.drop(["row_id", TIME])):
-        if bad := int((~usable[:, i]).sum()):
+    for name, bad in ({LABEL: int((~label_ok).sum())} | typed.problems).items():
+        if bad:
             problems[name] = problems.get(name, 0) + bad
-    keep = usable.all(axis=1)
+    keep = label_ok & ~typed.bad
+    out = pd.concat([frame[["row_id", TIME]].reset_index(drop=True),
+                     pd.DataFrame({LABEL: label}), typed.X.reset_index(drop=True)], axis=1)
     dropped = int((~keep).sum()) + sum(frame.attrs.get("problems", {}).values())
-    return Validated(out[keep].reset_index(drop=True), dropped, problems)
+    unused = {c: int(frame[c].notna().sum()) for c in frame.columns if c not in META and c not in used.names}
+    return Validated(out[keep].reset_index(drop=True), dropped, problems, used, {k: n for k, n in unused.items() if n})
 
 
 def _numeric(column: pd.Series) -> pd.Series:

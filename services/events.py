@@ -14,16 +14,16 @@ from datetime import datetime
 from typing import Any, Literal
 
 import sqlalchemy as sa
-from retrainer.services import audit, predictions, retrain_requests, validation
-from retrainer.services.errors import InvalidEvent, PredictionNotFound
-from retrainer.services.retrain_requests import Enqueue
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from retrainer import clock
 from retrainer.config import Settings
 from retrainer.db import TRANSIENT_ERRORS
-from retrainer.db.records import Observation
+from retrainer.db.records import Observation, PredictionRecord
+from retrainer.services import audit, predictions, retrain_requests, validation
+from retrainer.services.errors import InvalidEvent, PredictionNotFound
+from retrainer.services.retrain_requests import Enqueue
 
 MAX_BATCH = 10_000
 # What a store may still meet after validation (a row the database refuses): reported per row. A
@@ -34,7 +34,7 @@ DATA_ERRORS = (sa.exc.StatementError, UnicodeError)
 @dataclass(frozen=True, slots=True)
 class PurchaseEvent:
     model: str
-    features: dict[str, float | int | str]
+    features: dict[str, float | int | str | bool]
     value: float
     event_id: str | None = None
     occurred_at: datetime | None = None
@@ -50,7 +50,28 @@ class OutcomeEvent:
     type: Literal["outcome"] = "outcome"
 
 
-_REQUIRED = {"purchase": ("model", "features", "value"), "outcome": ("prediction_id", "value")}
+@dataclass(frozen=True, slots=True)
+class PredictionEvent:
+    """A prediction served elsewhere (the producer's own serving stack), logged for live accuracy.
+    Its prediction_id (default: the event_id) is what a later outcome names."""
+
+    model: str
+    features: dict[str, float | int | str | bool]
+    predicted: float  # a classifier's: its class
+    prediction_id: str | None = None
+    version_id: str | None = None
+    confidence: float | None = None
+    proba: dict[str, float] | None = None
+    segments: dict[str, str] = field(default_factory=dict)
+    event_id: str | None = None
+    occurred_at: datetime | None = None  # when it was served
+    type: Literal["prediction"] = "prediction"
+
+
+Event = PurchaseEvent | OutcomeEvent | PredictionEvent
+_REQUIRED = {"purchase": ("model", "features", "value"), "outcome": ("prediction_id", "value"),
+             "prediction": ("model", "features", "predicted")}
+_OPTIONAL = {"prediction": ("prediction_id", "version_id", "confidence", "proba", "segments")}  # may be null
 _COMMON = ("type", "event_id", "occurred_at")  # event_id and occurred_at may be absent or null
 
 
@@ -63,34 +84,58 @@ class Stored:
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
-def parse(payload: Any) -> PurchaseEvent | OutcomeEvent:
+def parse(payload: Any) -> Event:
     """Validate one raw event (dict, JSON text or UTF-8 bytes). Whatever the input, the only error is
     InvalidEvent, whose message names the field and the problem (services/validation.py)."""
     doc = validation.decode(payload)
     kind = doc.get("type")
     if not isinstance(kind, str) or kind not in _REQUIRED:
         got = "missing" if "type" not in doc else f"got {validation.show(kind)}"
-        raise InvalidEvent(f"type: expected 'purchase' or 'outcome', {got}")
+        raise InvalidEvent(f"type: expected 'purchase', 'outcome' or 'prediction', {got}")
     required = _REQUIRED[kind]
+    known = required + _OPTIONAL.get(kind, ()) + _COMMON
     for name in doc:
-        if name not in required and name not in _COMMON:
+        if name not in known:
             raise InvalidEvent(f"{validation.show(name)}: unknown field (an event of type {kind} has "
-                               f"{', '.join(required + _COMMON)})")
+                               f"{', '.join(known)})")
     for name in required:
         if name not in doc:
             raise InvalidEvent(f"{name}: missing (an event of type {kind} needs {', '.join(required)})")
-    value = validation.number(doc["value"], "value")
     event_id = doc.get("event_id")
     if event_id is not None:
         event_id = validation.text(event_id, "event_id", validation.MAX_ID_CHARS)
     occurred_at = doc.get("occurred_at")
     if occurred_at is not None:
         occurred_at = validation.moment(occurred_at, "occurred_at")
+    if kind == "prediction":
+        return _prediction(doc, event_id, occurred_at)
+    value = validation.number(doc["value"], "value")
     if kind == "outcome":
         prediction_id = validation.text(doc["prediction_id"], "prediction_id", validation.MAX_ID_CHARS)
         return OutcomeEvent(prediction_id, value, event_id, occurred_at)
     model = validation.text(doc["model"], "model", validation.MAX_MODEL_CHARS)
     return PurchaseEvent(model, validation.features(doc["features"]), value, event_id, occurred_at)
+
+
+def _prediction(doc: dict[Any, Any], event_id: str | None, occurred_at: datetime | None) -> PredictionEvent:
+    """The fields predictions.log_prediction checks, checked here already so that a bad prediction is
+    refused before it is sent; whether `predicted` is a class is known only from the model (store)."""
+    def optional_text(name: str, max_chars: int) -> str | None:
+        return None if doc.get(name) is None else validation.text(doc[name], name, max_chars)
+
+    confidence = doc.get("confidence")
+    return PredictionEvent(
+        model=validation.text(doc["model"], "model", validation.MAX_MODEL_CHARS),
+        features=validation.features(doc["features"]),
+        predicted=float(validation.number(doc["predicted"], "predicted")),
+        prediction_id=optional_text("prediction_id", validation.MAX_ID_CHARS),
+        version_id=optional_text("version_id", 120),
+        confidence=None if confidence is None else float(validation.number(confidence, "confidence")),
+        proba=predictions.check_proba(doc.get("proba")),
+        segments=predictions.check_segments(doc.get("segments")),
+        event_id=event_id,
+        occurred_at=occurred_at,
+    )
 
 
 def document(payload: Any) -> str:
@@ -147,17 +192,25 @@ def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) ->
     return list(session.scalars(stmt, rows))
 
 
-def store(session: Session, settings: Settings, events: list[PurchaseEvent | OutcomeEvent], source: str = "event") -> Stored:
-    """Store a batch in the caller's transaction and coalesce purchases per model. An event the
-    database still refuses is reported in `rejected` by its index in `events`; its neighbours land."""
+def store(session: Session, settings: Settings, events: list[PurchaseEvent | OutcomeEvent], source: str = "event",
+          coalesce: bool = True) -> Stored:
+    """Store a batch in the caller's transaction and coalesce purchases per model (unless `coalesce` is
+    off: the caller asks for its retrain itself, as `ingest` does once per file). A purchase that does
+    not fit its model (no features for a family that needs them; a feature of the production schema
+    missing or of the wrong type) and an event the database still refuses are reported in `rejected`
+    by index in `events`; their neighbours land."""
     if len(events) > MAX_BATCH:
         raise InvalidEvent(f"a batch holds at most {MAX_BATCH} events, got {len(events)}")
     now = clock.now()
     result = Stored()
     positions = [i for i, e in enumerate(events) if isinstance(e, PurchaseEvent)]
-    purchases = [events[i] for i in positions]
-    for event in purchases:
+    for event in (events[i] for i in positions):
         settings.model(event.model)  # unknown model: UnknownModel names it, nothing stored
+    misfits = _misfits(session, settings, [(i, events[i]) for i in positions])  # type: ignore[misc]
+    result.rejected += misfits
+    refused = {i for i, _ in misfits}
+    positions = [i for i in positions if i not in refused]
+    purchases = [events[i] for i in positions]
     rows = [
         {"model": e.model, "event_id": e.event_id or uuid.uuid4().hex, "features": e.features, "label": e.value,
          "event_time": e.occurred_at or now, "source": source, "created_at": now}
@@ -167,6 +220,7 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
     result.stored += len(inserted)
     result.duplicates += len(rows) - len(inserted) - len(failed)
     result.rejected += [(positions[row], reason) for row, reason in failed]
+    _store_predictions(session, settings, events, result)  # before outcomes: one may name one of them
     for i, event in enumerate(events):
         if isinstance(event, OutcomeEvent):
             try:
@@ -183,7 +237,7 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
     per_model: dict[str, int] = {}
     for name in inserted:  # a duplicate (re-delivered) event asks for no retrain of its own
         per_model[name] = per_model.get(name, 0) + 1
-    for model, count in per_model.items():
+    for model, count in per_model.items() if coalesce else ():
         job = retrain_requests.coalesce(session, settings, model, count)
         if job is None:
             result.coalesced += count
@@ -191,6 +245,57 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
             result.enqueue.append(job)
             result.coalesced += count - 1
     return result
+
+
+def _misfits(session: Session, settings: Settings, purchases: list[tuple[int, PurchaseEvent]]) -> list[tuple[int, str]]:
+    """(index, reason) of each purchase its model cannot train on: no features where the family needs
+    some, or (only once a production version recorded a schema) a schema feature missing or of the
+    wrong type. One schema read per model in the batch."""
+    # Here, not at the top: a producer that only parses events never loads pandas (schema's).
+    from retrainer.models.base import family_class  # the entry point only, not the family's library
+    from retrainer.services import schema
+
+    models = {e.model for _, e in purchases}
+    schemas = {m: schema.production(session, m) for m in models}
+    time_only = {m: family_class(settings.model(m).family).needs_time for m in models}
+    out = []
+    for i, event in purchases:
+        if not event.features and not time_only[event.model]:
+            out.append((i, f"features: empty; model {event.model!r} needs at least one feature"))
+        elif (fits := schemas[event.model]) is not None and (problem := fits.check(event.features)):
+            out.append((i, problem))
+    return out
+
+
+def _store_predictions(session: Session, settings: Settings, events: list[Event], result: Stored) -> None:
+    """Log each prediction event; one whose prediction_id is already logged is a duplicate (a
+    re-delivery), not an error. A prediction is no labelled row: it asks for no retrain."""
+    from retrainer.models.base import family_class  # the entry point only, not the family's library
+
+    for i, event in enumerate(events):
+        if not isinstance(event, PredictionEvent):
+            continue
+        prediction_id = event.prediction_id or event.event_id or uuid.uuid4().hex
+        if session.scalar(sa.select(PredictionRecord.id).where(PredictionRecord.prediction_id == prediction_id)):
+            result.duplicates += 1
+            continue
+        try:
+            kind = family_class(settings.model(event.model).family).metric_spec.live
+            with session.begin_nested():
+                predictions.log_prediction(
+                    session, event.model, event.features, event.predicted, version_id=event.version_id,
+                    confidence=event.confidence, segments=event.segments, proba=event.proba,
+                    prediction_id=prediction_id, at=event.occurred_at, kind=kind)
+                session.flush()
+            result.stored += 1
+        except (LookupError, InvalidEvent) as exc:  # an unknown model; a class that is no whole number
+            result.rejected.append((i, str(exc)))
+        except sa.exc.IntegrityError:  # logged by a concurrent delivery between the read and the insert
+            result.duplicates += 1
+        except DATA_ERRORS as exc:
+            if isinstance(exc, TRANSIENT_ERRORS):
+                raise
+            result.rejected.append((i, _refused(exc)))
 
 
 def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[int, str]]]:

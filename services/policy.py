@@ -5,9 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from retrainer.models.base import Metrics
-
 from retrainer.config import Promotion
+from retrainer.models.base import Metrics
 
 
 @dataclass(frozen=True)

@@ -21,13 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from retrainer.services import artifacts, audit, retrain_requests, run_lock
-from retrainer.services.retrain_requests import Enqueue
 from sqlalchemy.orm import Session
 
 from retrainer import clock
 from retrainer.config import Settings
 from retrainer.db.records import ModelVersion, RequestStatus, RetrainRequest, RunStatus, TrainingRun
+from retrainer.services import artifacts, audit, retrain_requests, run_lock
+from retrainer.services.retrain_requests import Enqueue
 
 NOTIFY_WITHIN = timedelta(days=1)  # older undelivered decisions are history, not news
 

@@ -9,7 +9,6 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from retrainer.services import accuracy, registry
 from sqlalchemy.orm import Session
 
 from retrainer import clock
@@ -22,6 +21,8 @@ from retrainer.db.records import (
     SystemEvent,
     TrainingRun,
 )
+from retrainer.models.base import family_class, live_check
+from retrainer.services import accuracy, registry
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -133,8 +134,10 @@ def status(session: Session, settings: Settings) -> dict[str, Any]:
     models: dict[str, Any] = {}
     for name, cfg in settings.models.items():
         current = registry.production(session, name)
+        metric, threshold = live_check(cfg.family, cfg.accuracy.metric, cfg.accuracy.threshold)
         live = accuracy.live_accuracy(session, name, cfg.accuracy.lookback_days,
-                                      current.version_id if current else None)
+                                      current.version_id if current else None,
+                                      kind=family_class(cfg.family).metric_spec.live)
         last = session.scalar(
             sa.select(TrainingRun).where(TrainingRun.model == name).order_by(TrainingRun.started_at.desc()).limit(1)
         )
@@ -145,8 +148,8 @@ def status(session: Session, settings: Settings) -> dict[str, Any]:
         models[name] = {
             "family": cfg.family,
             "production": version_dict(current) if current else None,
-            "live_accuracy": live.as_dict() | {"lookback_days": cfg.accuracy.lookback_days,
-                                               "mae_threshold": cfg.accuracy.mae_threshold},
+            "live_accuracy": live.as_dict() | {"kind": live.kind.value, "lookback_days": cfg.accuracy.lookback_days,
+                                               "metric": metric, "threshold": threshold},
             "last_run": run_dict(last) if last else None,
             "pending_requests": pending,
         }

@@ -35,8 +35,8 @@ from retrainer.db.records import (
     RunStatus,
     Trigger,
 )
-from retrainer.models.base import ArtifactError, DataError, Family, Metrics, Prediction, load_family
-from retrainer.services import artifacts, audit, dataset, policy, registry, retrain_requests, run_lock
+from retrainer.models.base import ArtifactError, DataError, Family, Metrics, Prediction, family_class, load_family
+from retrainer.services import artifacts, audit, dataset, policy, registry, retrain_requests, run_lock, schema
 
 SAMPLE_ROWS = 20
 
@@ -121,17 +121,23 @@ def _train_and_decide(
 ) -> dict[str, Any]:
     # 2 load + validate
     raw = dataset.load(session, model, cfg.training.max_rows)
-    valid = dataset.validate(raw, cfg.features)
+    # The rows are read through the schema the model's production version was trained on, unless the
+    # configuration names the features (services/schema.py: resolve).
+    used = schema.resolve(raw, cfg.features, schema.production(session, model))
+    valid = dataset.validate(raw, used, needs_time=family_class(cfg.family).needs_time)
     frame = valid.frame
+    note = valid.unused_note()
     if len(frame) < cfg.training.min_samples:
         message = f"Need at least {cfg.training.min_samples} samples for retraining, got {len(frame)}"
         if valid.dropped:
             message += f" ({valid.dropped} invalid rows dropped: {valid.problems})"
+        if note:
+            message += f"; {note}"
         run_lock.finish(session, run_id, status=RunStatus.SKIPPED, outcome="insufficient_data",
                         dataset_size=len(frame), error_message=message)
         retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
         audit.record(session, "decision", f"{model}: {message}", model=model, run_id=run_id, outcome="insufficient_data")
-        return {"status": "insufficient_data", "count": len(frame), "message": message}
+        return {"status": "insufficient_data", "count": len(frame), "message": message, "unused_features": valid.unused}
 
     champion = registry.production(session, model)
     # No transaction stays open while fitting (on SQLite it would hold the write lock); the
@@ -157,6 +163,7 @@ def _train_and_decide(
 
     # 6 decide
     decision = policy.decide(cand_metrics, champ_metrics, cfg.promotion, champion.version_id if champion else None, problem)
+    reason = f"{decision.reason}; {note}" if note else decision.reason
     if decision.alert:
         audit.record(session, "alert", f"{model}: {decision.reason}", model=model, run_id=run_id,
                      version_id=champion.version_id if champion else None)
@@ -176,6 +183,7 @@ def _train_and_decide(
         artifact_sha256=checksum, training_window_start=train["event_time"].iloc[0],
         training_window_end=train["event_time"].iloc[-1], library_versions=estimator.library_versions(),
         parent_version_id=champion.version_id if champion else None,
+        feature_schema=valid.schema.observed(dataset.features(train)).to_json(),
     ))
     session.flush()
     holdout_cols = dict(holdout_start=holdout.start, holdout_end=holdout.end, holdout_rows=holdout.rows,
@@ -201,11 +209,11 @@ def _train_and_decide(
         metrics=cand_metrics.storable(), old_metrics=champ_metrics.storable() if champ_metrics else None,
         promoted_to_production=decision.promote,
         improvement_percentage=None if decision.improvement_pct is None else _finite(decision.improvement_pct),
-        promotion_reason=decision.reason,
+        promotion_reason=reason,
     )
     retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
     audit.record(
-        session, "decision", f"{model}: {version_id} {'promoted' if decision.promote else 'kept'}: {decision.reason}",
+        session, "decision", f"{model}: {version_id} {'promoted' if decision.promote else 'kept'}: {reason}",
         model=model, run_id=run_id, version_id=version_id, outcome=outcome, champion=champion.version_id if champion else None,
         holdout_hash=holdout.hash,
     )
@@ -218,11 +226,13 @@ def _train_and_decide(
         "holdout": {"rows": holdout.rows, "start": holdout.start.isoformat(), "end": holdout.end.isoformat(),
                     "hash": holdout.hash},
         "dropped_rows": valid.dropped,
+        "feature_problems": valid.problems,
+        "unused_features": valid.unused,
         "metrics": _result_metrics(cand_metrics, holdout.rows, now.isoformat()),
         "old_metrics": _result_metrics(champ_metrics, holdout.rows),
         "improvement": _improvement(cand_metrics, champ_metrics, decision.improvement_pct, estimator.metric_spec),
         "promoted": decision.promote,
-        "reason": decision.reason,
+        "reason": reason,
         "retrained_at": now.isoformat(),
     }
     return result

@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import sqlalchemy as sa
-from retrainer.services import audit
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from retrainer import clock
 from retrainer.config import Settings
 from retrainer.db.records import RequestStatus, RetrainRequest, Trigger
+from retrainer.services import audit
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ from datetime import timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from retrainer.services import audit, retrain_requests
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from retrainer import clock
 from retrainer.config import Recovery
 from retrainer.db.records import RequestStatus, RetrainRequest, RunStatus, TrainingRun, Trigger
+from retrainer.services import audit, retrain_requests
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ Limits, and why:
 - MAX_FEATURES (500): one training row's width, far beyond any model here.
 
 Booleans are not numbers here, and a numeric string is not a number: both are refused where a
-number is expected. Every error is an InvalidEvent (a ValueError) whose one-line message names the
-field and the problem.
+number is expected (a label, a value). A boolean feature is a feature of type boolean. Every error
+is an InvalidEvent (a ValueError) whose one-line message names the field and the problem.
 """
 
 from __future__ import annotations
@@ -32,9 +32,8 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from retrainer.services.errors import InvalidEvent
-
 from retrainer import clock
+from retrainer.services.errors import InvalidEvent
 
 MAX_EVENT_BYTES = 64 * 1024
 MAX_DEPTH = 2
@@ -230,22 +229,26 @@ def moment(value: Any, where: str) -> datetime:
     return at
 
 
-def features(value: Any, where: str = "features") -> dict[str, float | int | str]:
-    """A non-empty object of name -> finite number or short string, at most MAX_FEATURES of them."""
-    if not isinstance(value, dict) or not value:
-        raise InvalidEvent(f"{where}: expected a non-empty object of name -> value")
+def features(value: Any, where: str = "features") -> dict[str, float | int | str | bool]:
+    """An object of name -> finite number, boolean or short string, at most MAX_FEATURES of them. It
+    may be empty: a family that reads only the time (timing) needs none; whether the model's family
+    needs features is checked where the model is known (services/events.py store)."""
+    if not isinstance(value, dict):
+        raise InvalidEvent(f"{where}: expected an object of name -> value")
     if len(value) > MAX_FEATURES:
         raise InvalidEvent(f"{where}: {len(value)} features; at most {MAX_FEATURES}")
-    out: dict[str, float | int | str] = {}
+    out: dict[str, float | int | str | bool] = {}
     for name, item in value.items():
         name = text(name, f"{where}: name {show(name)}", MAX_NAME_CHARS)
         at = f"{where}.{label(name)}"
         if isinstance(item, str):
             out[name] = text(item, at, MAX_TEXT_CHARS, min_chars=0)
-        elif isinstance(item, (int, float)) and not isinstance(item, bool):
+        elif isinstance(item, bool):  # a boolean feature; never read as the number 0 or 1
+            out[name] = item
+        elif isinstance(item, (int, float)):
             out[name] = number(item, at, keep_int=True)
         else:
-            raise InvalidEvent(f"{at}: expected a number or string, got {kind(item)}")
+            raise InvalidEvent(f"{at}: expected a number, boolean or string, got {kind(item)}")
     return out
 
 

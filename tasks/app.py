@@ -10,9 +10,9 @@ from typing import Any
 
 from celery import Celery
 from kombu import Exchange, Queue
-from retrainer.tasks.logcontext import LOG_FORMAT
 
 from retrainer.config import Settings, get_settings
+from retrainer.tasks.logcontext import LOG_FORMAT
 
 QUEUES = ("training", "events", "checks", "notifications")
 

@@ -7,14 +7,14 @@ from typing import Any
 
 import redis
 from kombu.exceptions import OperationalError as BrokerError
+
+from retrainer.config import get_settings
+from retrainer.db.records import Trigger
 from retrainer.services import accuracy, reconcile, retrain_requests
 from retrainer.tasks import inbox
 from retrainer.tasks.app import app
 from retrainer.tasks.base import RetrainerTask
 from retrainer.tasks.enqueue import send_jobs
-
-from retrainer.config import get_settings
-from retrainer.db.records import Trigger
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +24,8 @@ def check_accuracy(self: RetrainerTask, model: str) -> dict[str, Any]:
     settings = get_settings()
     job = None
     with self.session() as session:
-        result = accuracy.check(session, model, settings.model(model).accuracy)
+        cfg = settings.model(model)
+        result = accuracy.check(session, model, cfg.accuracy, cfg.family)
         if result["status"] == "retrain_needed":
             job = retrain_requests.coalesce(session, settings, model, trigger=Trigger.ACCURACY,
                                   requested_by="check_accuracy", window=0)

@@ -8,14 +8,14 @@ from typing import Any
 
 import redis
 from celery.worker.request import Request
+
+from retrainer.config import UnknownModel, get_settings
 from retrainer.services import events, validation
 from retrainer.services.errors import InvalidEvent
 from retrainer.tasks import inbox
 from retrainer.tasks.app import app
 from retrainer.tasks.base import RetrainerTask
 from retrainer.tasks.enqueue import send_jobs
-
-from retrainer.config import UnknownModel, get_settings
 
 log = logging.getLogger(__name__)
 

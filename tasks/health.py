@@ -45,7 +45,7 @@ def check_database(url: str, timeout: float = TIMEOUT_SECONDS) -> None:
             raise SchemaMissing(url)  # connecting would create an empty file: say so instead
         connect_args: dict[str, Any] = {}
     else:
-        connect_args = {"connect_timeout": max(1, round(timeout))}  # psycopg and the MySQL drivers
+        connect_args = {"connect_timeout": max(1, round(timeout))}  # psycopg's connect timeout
     engine = sa.create_engine(url, connect_args=connect_args, poolclass=NullPool)
     try:
         with engine.connect() as conn:  # Alembic's version table, read without running Alembic (it logs)

@@ -3,12 +3,11 @@ outage delays the message but never loses the decision."""
 
 from __future__ import annotations
 
+from retrainer.config import get_settings
+from retrainer.db import TRANSIENT_ERRORS
 from retrainer.services import notifications
 from retrainer.tasks.app import app
 from retrainer.tasks.base import RetrainerTask
-
-from retrainer.config import get_settings
-from retrainer.db import TRANSIENT_ERRORS
 
 
 @app.task(

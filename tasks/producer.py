@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from celery import Celery
+
+from retrainer.config import Settings, get_settings
+from retrainer.db import session_scope
 from retrainer.services import events
 from retrainer.services.errors import InvalidEvent
 from retrainer.tasks import inbox
 from retrainer.tasks.app import app
 from retrainer.tasks.enqueue import send_jobs
-
-from retrainer.config import Settings, get_settings
-from retrainer.db import session_scope
 
 
 class Sent(NamedTuple):
@@ -58,7 +58,7 @@ def publish_events(raw_events: Iterable[Any], settings: Settings | None = None, 
     """The batch path. Invalid events are reported back (index and reason) and the rest are stored."""
     settings = settings or get_settings()
     out = Published()
-    batch: list[events.PurchaseEvent | events.OutcomeEvent] = []
+    batch: list[events.Event] = []
     positions: list[int] = []  # each batched event's index in raw_events, to report a rejection by it
 
     def flush() -> None:
@@ -76,7 +76,7 @@ def publish_events(raw_events: Iterable[Any], settings: Settings | None = None, 
     for i, raw in enumerate(raw_events):
         try:
             event = events.parse(raw)
-            if isinstance(event, events.PurchaseEvent):
+            if isinstance(event, events.PurchaseEvent | events.PredictionEvent):
                 settings.model(event.model)
         except (InvalidEvent, LookupError) as exc:
             out.rejected.append({"index": i, "error": str(exc)})

@@ -38,14 +38,18 @@ class UTCDateTime(sa.TypeDecorator[datetime]):
 
 
 JSONType = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+# 64-bit ids for the tables that grow with traffic; SQLite autoincrements only an INTEGER primary key.
+BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 
 
-def enum_column(enum_cls: type[enum.Enum]) -> sa.Enum:
-    """Enums are stored by value as plain strings (no native ENUM types to migrate)."""
+def enum_column(enum_cls: type[enum.Enum], column: str) -> sa.Enum:
+    """Enums are stored by value as plain strings (no native ENUM types to migrate), guarded by a CHECK
+    named after the column (ck_<table>_<column>): a row written around the ORM cannot hold a stray value."""
     return sa.Enum(
         enum_cls,
+        name=column,
         native_enum=False,
-        create_constraint=False,
+        create_constraint=True,
         length=24,
         values_callable=lambda members: [m.value for m in members],
         validate_strings=True,

@@ -10,13 +10,22 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from retrainer import clock
-from retrainer.db.base import Base, JSONType, enum_column
+from retrainer.db.base import Base, BigId, JSONType, enum_column
 
 
 class PredictionStatus(enum.StrEnum):
     PREDICTED = "predicted"
     RUNNING = "running"
     COMPLETED = "completed"
+
+
+class PredictionKind(enum.StrEnum):
+    """How a prediction's error is measured: the values of retrainer.models.base.Live (db sits below
+    models and cannot import it; tests/retrainer/db/test_migrations.py checks the two agree)."""
+
+    REGRESSION = "regression"
+    CLASSIFICATION = "classification"
+    FORECAST = "forecast"
 
 
 class VersionStatus(enum.StrEnum):
@@ -69,18 +78,23 @@ class PredictionRecord(Base):
     __tablename__ = "prediction_records"
     __table_args__ = (sa.Index("ix_prediction_records_model_status_at", "model", "status", "predicted_at"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     prediction_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
     model: Mapped[str] = mapped_column(sa.String(100))
+    # No foreign key: a serving stack elsewhere logs predictions (prediction events) for versions this
+    # database may never have registered (trained outside it, or archived and pruned there).
     version_id: Mapped[str | None] = mapped_column(sa.String(120))
+    # Stored, not looked up from the configuration when the outcome arrives: the error keeps the
+    # meaning it had when the prediction was served, even if the model's family changes later.
+    kind: Mapped[PredictionKind] = mapped_column(enum_column(PredictionKind, "kind"), default=PredictionKind.REGRESSION)
     features: Mapped[dict[str, Any]]
-    predicted: Mapped[float]
+    predicted: Mapped[float]  # classification: the predicted class (a whole number >= 0)
+    proba: Mapped[dict[str, float] | None] = mapped_column(JSONType)  # classification: class -> probability
     confidence: Mapped[float | None]
-    hook_type: Mapped[str | None] = mapped_column(sa.String(64))
-    template_id: Mapped[str | None] = mapped_column(sa.String(64))
+    segments: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)  # free keys -> short text
     actual: Mapped[float | None]
-    error: Mapped[float | None]  # |actual - predicted|
-    status: Mapped[PredictionStatus] = mapped_column(enum_column(PredictionStatus), default=PredictionStatus.PREDICTED)
+    error: Mapped[float | None]  # regression, forecast: |actual - predicted|; classification: 1 if wrong else 0
+    status: Mapped[PredictionStatus] = mapped_column(enum_column(PredictionStatus, "status"), default=PredictionStatus.PREDICTED)
     predicted_at: Mapped[datetime] = mapped_column(default=_now)
     completed_at: Mapped[datetime | None]
 
@@ -91,7 +105,7 @@ class Observation(Base):
     __tablename__ = "observations"
     __table_args__ = (sa.Index("ix_observations_model_event_time", "model", "event_time"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     model: Mapped[str] = mapped_column(sa.String(100))
     event_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)  # idempotent re-delivery
     features: Mapped[dict[str, Any]]
@@ -134,7 +148,7 @@ class ModelVersion(Base):
     number: Mapped[int]
     family: Mapped[str] = mapped_column(sa.String(64))
     algorithm: Mapped[str] = mapped_column(sa.String(64))
-    status: Mapped[VersionStatus] = mapped_column(enum_column(VersionStatus), default=VersionStatus.TRAINED)
+    status: Mapped[VersionStatus] = mapped_column(enum_column(VersionStatus, "status"), default=VersionStatus.TRAINED)
     is_production: Mapped[bool] = mapped_column(default=False)
     trained_at: Mapped[datetime] = mapped_column(default=_now)
     promoted_at: Mapped[datetime | None]
@@ -147,8 +161,9 @@ class ModelVersion(Base):
     training_window_start: Mapped[datetime | None]
     training_window_end: Mapped[datetime | None]
     library_versions: Mapped[dict[str, Any]]
-    parent_version_id: Mapped[str | None] = mapped_column(sa.String(120))  # production when trained
-    previous_production_id: Mapped[str | None] = mapped_column(sa.String(120))  # what it replaced
+    # Versions are archived, never deleted, so a version can always name its parent and predecessor.
+    parent_version_id: Mapped[str | None] = mapped_column(sa.ForeignKey("model_versions.version_id"))  # production when trained
+    previous_production_id: Mapped[str | None] = mapped_column(sa.ForeignKey("model_versions.version_id"))  # what it replaced
     # The features it was trained on (services/schema.py): what later runs and ingestion check rows against
     feature_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
 
@@ -170,17 +185,19 @@ class RetrainRequest(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model: Mapped[str] = mapped_column(sa.String(100))
-    trigger: Mapped[Trigger] = mapped_column(enum_column(Trigger))
+    trigger: Mapped[Trigger] = mapped_column(enum_column(Trigger, "trigger"))
     requested_by: Mapped[str] = mapped_column(sa.String(100))
     reason: Mapped[str | None] = mapped_column(sa.Text)
-    priority: Mapped[Priority] = mapped_column(enum_column(Priority), default=Priority.NORMAL)
-    status: Mapped[RequestStatus] = mapped_column(enum_column(RequestStatus), default=RequestStatus.PENDING)
+    priority: Mapped[Priority] = mapped_column(enum_column(Priority, "priority"), default=Priority.NORMAL)
+    status: Mapped[RequestStatus] = mapped_column(enum_column(RequestStatus, "status"), default=RequestStatus.PENDING)
     event_count: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=_now)
     not_before: Mapped[datetime] = mapped_column(default=_now)
     started_at: Mapped[datetime | None]
     completed_at: Mapped[datetime | None]
-    run_id: Mapped[str | None] = mapped_column(sa.String(64))  # the run working on it (the latest)
+    # The run working on it (the latest). No foreign key: runs name their request (training_runs.
+    # request_id), and a key each way would make the pair of rows a cycle every insert must order.
+    run_id: Mapped[str | None] = mapped_column(sa.String(64))
     lost_runs: Mapped[int] = mapped_column(default=0)  # runs that died on it; capped, so a poison request ends
     error_message: Mapped[str | None] = mapped_column(sa.Text)  # why it failed or was closed
 
@@ -203,10 +220,10 @@ class TrainingRun(Base):
     run_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
     model: Mapped[str] = mapped_column(sa.String(100))
     version_id: Mapped[str | None] = mapped_column(sa.ForeignKey("model_versions.version_id"))
-    trigger: Mapped[Trigger] = mapped_column(enum_column(Trigger))
+    trigger: Mapped[Trigger] = mapped_column(enum_column(Trigger, "trigger"))
     source: Mapped[str] = mapped_column(sa.String(64), default="observations")
     fine_tune: Mapped[bool] = mapped_column(default=False)
-    status: Mapped[RunStatus] = mapped_column(enum_column(RunStatus))
+    status: Mapped[RunStatus] = mapped_column(enum_column(RunStatus, "status"))
     outcome: Mapped[str | None] = mapped_column(sa.String(32))  # retrained/kept/insufficient_data/...
     started_at: Mapped[datetime] = mapped_column(default=_now)
     completed_at: Mapped[datetime | None]
@@ -232,7 +249,7 @@ class ModelEvaluation(Base):
 
     __tablename__ = "model_evaluations"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     version_id: Mapped[str] = mapped_column(sa.ForeignKey("model_versions.version_id"), index=True)
     run_id: Mapped[str] = mapped_column(sa.ForeignKey("training_runs.run_id"), index=True)
     role: Mapped[str] = mapped_column(sa.String(16))  # candidate | champion
@@ -254,7 +271,7 @@ class SystemEvent(Base):
     __tablename__ = "system_events"
     __table_args__ = (sa.Index("ix_system_events_model_created", "model", "created_at"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
     model: Mapped[str | None] = mapped_column(sa.String(100))
     kind: Mapped[str] = mapped_column(sa.String(48))
     message: Mapped[str] = mapped_column(sa.Text)

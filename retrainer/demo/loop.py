@@ -4,7 +4,9 @@ SQLite + kombu's filesystem:// broker (no server to install), a real worker and 
 child processes. Story: train v1 on two months of history; replay a week of live traffic in which
 the market drifts; beat's accuracy check sees live MAE cross 0.02 and a worker retrains, scoring
 the candidate and v1 on the same holdout; then a storm of purchase events coalesces into one
-retrain. Everything printed is read back from the database the workers wrote.
+retrain; then a team's own data: a churn CSV with a text column, ingested with `retrainer ingest`,
+a classifier trained by the same worker, a second file's bad lines refused against the version's
+schema, live accuracy per plan. Everything printed is read back from the database the workers wrote.
 
 It runs on its own settings only, whatever the shell exports: RETRAINER_* variables (a production
 database, broker, Slack webhook or RETRAINER_CONFIG), Celery's URL variables and a retrainer.yaml in
@@ -30,6 +32,7 @@ from retrainer.demo.processes import child_env, foreign_settings, start_beat, st
 
 DEMO_DIR = Path("var/demo")  # under the working directory
 MODEL = "ctr"
+CHURN = "churn"  # the second model: a classifier on a CSV, as a team brings its own
 HISTORY_ROWS, DAYS, PER_DAY, STORM_BATCH, STORM_SINGLE = 3000, 7, 300, 500, 40
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 120)
 
@@ -50,6 +53,13 @@ def demo_config(var_dir: Path) -> dict[str, Any]:
             "schedules": {"check": "@every 5s", "retrain": None, "monitor": None},
             "training": {"max_rows": 2500},
             "debounce_seconds": 8,  # every storm event lands inside one window
+        }, CHURN: {
+            # The user's own data: a classifier on a CSV with a text column. No `features` key: the
+            # types are inferred from the rows (plan categorical, annual boolean) and recorded.
+            "family": "classifier",
+            "params": {"n_estimators": 80, "max_depth": 3},
+            "schedules": {"check": None, "retrain": None, "monitor": None},
+            "debounce_seconds": 1,
         }},
     }
 
@@ -132,6 +142,7 @@ def _story(procs: Processes, settings: Settings, celery_app: Any) -> None:
     from retrainer.db.migrate import upgrade
     from retrainer.db.records import Observation, RetrainRequest, TrainingRun
     from retrainer.demo import synthetic
+    from retrainer.models.base import Live
     from retrainer.services import accuracy, predictions, registry
     from retrainer.tasks.enqueue import send_retrain
     from retrainer.tasks.producer import publish_events, send_event
@@ -165,13 +176,14 @@ def _story(procs: Processes, settings: Settings, celery_app: Any) -> None:
         with session_scope(url) as s:
             for r, p in zip(rows, predicted, strict=True):
                 rec = predictions.log_prediction(s, MODEL, r.features, float(p), version_id=champion.version_id,
-                                                 hook_type=r.hook_type, template_id=r.template_id, at=r.event_time)
+                                                 segments={"hook_type": r.hook_type, "template_id": r.template_id},
+                                                 at=r.event_time)
                 s.flush()
                 predictions.record_outcome(s, rec.prediction_id, r.label, at=r.event_time + timedelta(hours=1))
         with session_scope(url) as s:
-            live = accuracy.live_accuracy(s, MODEL, 7, champion.version_id)
-        flag = "[red]above threshold[/]" if live.mae > 0.02 else "ok"
-        console.print(f"  day {day + 1}: {live.count:4d} outcomes in the 7-day window, live MAE {live.mae:.4f} {flag}")
+            live = accuracy.live_accuracy(s, MODEL, 7, champion.version_id, kind=Live.REGRESSION)
+        flag = "[red]above threshold[/]" if live["mae"] > 0.02 else "ok"
+        console.print(f"  day {day + 1}: {live.count:4d} outcomes in the 7-day window, live MAE {live['mae']:.4f} {flag}")
 
     step("Starting Celery beat: accuracy check every 5 s (daily 02:00 in production)")
     procs.beat()
@@ -214,7 +226,79 @@ def _story(procs: Processes, settings: Settings, celery_app: Any) -> None:
     storm_run = run_done("event")
     _show_run(url, storm_run.run_id)
     wait_for(lambda: _notified(url) >= 2 + len(requests), 30, "the Slack notifications")
+    _churn(step, procs, settings)
     _summary(settings)
+
+
+def _churn(step: Any, procs: Processes, settings: Settings) -> None:
+    """Bring your own data and model family: a churn CSV through `retrainer ingest`, a classifier retrained
+    by the same worker, a second file checked against the version's schema, live accuracy by plan."""
+    from retrainer import clock
+    from retrainer.db import session_scope
+    from retrainer.db.records import TrainingRun
+    from retrainer.demo import synthetic
+    from retrainer.models.base import Live
+    from retrainer.services import accuracy, predictions, registry
+
+    url, now = settings.database_url, clock.now()
+    step("Your own data: a churn classifier (family classifier) from a CSV whose `plan` column is text")
+    first = DEMO_DIR / "churn.csv"
+    synthetic.write_csv(synthetic.churn_rows(1500, now - timedelta(days=90), now - timedelta(days=30), seed=4), first)
+    _ingest(procs, first)
+
+    def runs() -> list[TrainingRun]:
+        with session_scope(url) as s:
+            return (s.query(TrainingRun).filter_by(model=CHURN).filter(TrainingRun.completed_at.is_not(None))
+                    .order_by(TrainingRun.completed_at).all())
+
+    wait_for(lambda: len(runs()) >= 1, 90, "the worker to train churn-v1")
+    with session_scope(url) as s:
+        v1 = registry.production(s, CHURN)
+        kinds = ", ".join(f"{f['name']} {f['type']}" for f in v1.feature_schema["features"])
+        console.print(f"  worker trained [bold]{v1.version_id}[/] on {v1.num_training_samples} rows; schema recorded: "
+                      f"{kinds}")
+        console.print("  holdout: " + ", ".join(f"{k} {v:.3f}" for k, v in v1.metrics.items() if v is not None))
+
+    second = DEMO_DIR / "churn-new.csv"
+    rows = synthetic.churn_rows(400, now - timedelta(days=30), now - timedelta(hours=1), seed=5)
+    rows[6]["seats"], rows[120]["annual"] = "many", "maybe"  # two bad lines a real export might carry
+    synthetic.write_csv(rows, second)
+    console.print("  a second export with two bad lines, checked against churn-v1's schema:")
+    _ingest(procs, second)
+    run = wait_for(lambda: len(r := runs()) >= 2 and r[-1], 90, "the retrain on the new rows")
+    console.print(f"  {run.run_id} ({run.trigger.value}): {run.outcome} — {run.promotion_reason}")
+
+    with session_scope(url) as s:  # serve fresh customers from production, then learn what happened
+        served = synthetic.churn_rows(600, now - timedelta(hours=1), now, seed=6)
+        for plan in synthetic.PLANS:
+            group = [r for r in served if r["plan"] == plan]
+            features = [{k: (v == "true" if k == "annual" else v) for k, v in r.items()
+                         if k not in ("customer_id", "signed_up_at", "churned")} for r in group]
+            for record, row in zip(predictions.predict(s, CHURN, features, segments={"plan": plan}), group,
+                                   strict=True):
+                s.flush()
+                predictions.record_outcome(s, record.prediction_id, row["churned"])
+    with session_scope(url) as s:
+        live = accuracy.live_accuracy(s, CHURN, 1, kind=Live.CLASSIFICATION)
+        by_plan = accuracy.breakdown(s, CHURN, "plan", 1, kind=Live.CLASSIFICATION)
+    console.print(f"  served {live.count} predictions with class probabilities, outcomes recorded: live accuracy "
+                  f"{live['accuracy']:.3f}, precision {live['precision']:.3f}, recall {live['recall']:.3f}")
+    console.print("  by plan (segment): " + ", ".join(f"{k} {a['accuracy']:.3f} (n={a.count})" for k, a in by_plan.items()))
+
+
+def _ingest(procs: Processes, path: Path) -> None:
+    """`retrainer ingest` as a user types it, in a child process reading the demo's settings."""
+    import subprocess
+
+    args = ["ingest", CHURN, "--file", str(path.resolve()), "--label", "churned", "--time", "signed_up_at", "--id", "customer_id"]
+    console.print(f"  $ retrainer {' '.join(args).replace(str(DEMO_DIR.resolve()), str(DEMO_DIR))}")
+    done = subprocess.run([sys.executable, "-m", "retrainer.cli", *args], env=procs.env, cwd=procs.var_dir,
+                          capture_output=True, text=True, timeout=120, check=False)
+    lines = [line for line in done.stderr.splitlines() if line.startswith("line ")] + done.stdout.splitlines()[-1:]
+    for line in lines:
+        console.print(f"    {line}")
+    if done.returncode not in (0, 1):  # 1: some rows rejected, as the second file means to show
+        raise RuntimeError(f"demo: retrainer ingest failed: {done.stderr.strip()[-500:]}")
 
 
 def _stepper() -> Any:

@@ -69,3 +69,39 @@ def as_purchase_events(rows: list[Row], model: str, prefix: str) -> list[dict[st
          "value": r.label, "occurred_at": r.event_time.isoformat()}
         for i, r in enumerate(rows)
     ]
+
+
+# --- a churn table, as a team would export it to CSV ---------------------------------------------
+#
+# One row per customer: customer_id, signed_up_at (ISO-8601), plan (basic/pro/team: text, a category),
+# seats (1-50), monthly_spend (dollars), annual (true/false) and churned (0/1). Churn follows
+#
+#   logit = 0.8 − 1.2·[plan = pro] − 2.0·[plan = team] − 0.04·seats − 1.0·[annual] + 0.01·(monthly_spend − 50)
+#
+# so the plan, a text column, carries most of the signal: a model that ignores it is visibly worse.
+
+PLANS = ("basic", "pro", "team")
+_PLAN_EFFECT = {"basic": 0.0, "pro": -1.2, "team": -2.0}
+
+
+def churn_rows(n: int, start: datetime, end: datetime, seed: int = 0) -> list[dict[str, Any]]:
+    rng = np.random.default_rng(seed)
+    plan = rng.choice(PLANS, n, p=[0.5, 0.3, 0.2])
+    seats = rng.integers(1, 51, n)
+    spend = np.round(rng.gamma(4.0, 15.0, n), 2)
+    annual = rng.random(n) < 0.35
+    logit = (0.8 + np.array([_PLAN_EFFECT[p] for p in plan]) - 0.04 * seats - 1.0 * annual + 0.01 * (spend - 50))
+    churned = (rng.random(n) < 1 / (1 + np.exp(-logit))).astype(int)
+    times = [start + (end - start) * (i / n) for i in range(n)]
+    return [{"customer_id": f"c{seed}-{i:05d}", "signed_up_at": t.isoformat(), "plan": str(p), "seats": int(s),
+             "monthly_spend": float(m), "annual": "true" if a else "false", "churned": int(c)}
+            for i, (t, p, s, m, a, c) in enumerate(zip(times, plan, seats, spend, annual, churned, strict=True))]
+
+
+def write_csv(rows: list[dict[str, Any]], path: Any) -> None:
+    import csv
+
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

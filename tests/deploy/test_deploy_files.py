@@ -43,7 +43,9 @@ QUEUES = {"training", "events", "checks", "notifications"}
 SETTINGS_KEYS = set(Settings.model_fields)
 MODEL_KEYS = set(ModelConfig.model_fields)
 SECTIONS = {"recovery": set(Recovery.model_fields)}
-MODEL_SECTIONS = {name: set(field.annotation.model_fields) for name, field in ModelConfig.model_fields.items()
+MODEL_SECTIONS = {name: {k for k, f in field.annotation.model_fields.items()  # a deprecated alias is not shown
+                         if not (f.description or "").startswith("deprecated")}
+                  for name, field in ModelConfig.model_fields.items()
                   if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)}
 ALLOWED_ENV = {f"RETRAINER_{key.upper()}" for key in SETTINGS_KEYS} | {"RETRAINER_CONFIG"}
 ENV_NAME = re.compile(r"\bRETRAINER_[A-Z0-9_]+")

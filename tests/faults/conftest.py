@@ -47,7 +47,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from celery import Celery
-from retrainer.tasks.producer import send_event
 
 from retrainer.config import Settings
 from retrainer.db import dispose_engines, session_scope
@@ -55,6 +54,7 @@ from retrainer.db.migrate import upgrade
 from retrainer.db.records import Observation
 from retrainer.demo import synthetic
 from retrainer.demo.processes import CeleryProcess, child_env, start_beat, write_config
+from retrainer.tasks.producer import send_event
 from tests.faults.servers import PostgresServer, RedisServer, private
 from tests.support import make_settings
 from tests.tasks.conftest import make_celery  # noqa: F401  (the same producer-side apps as tests/tasks)

@@ -12,11 +12,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
-from retrainer.tasks.producer import publish_events
 
 from retrainer.db import get_engine, session_scope
 from retrainer.db.records import Observation, RetrainRequest, SystemEvent
 from retrainer.demo import synthetic
+from retrainer.tasks.producer import publish_events
 from tests.faults.servers import log_lines, unhealthy
 from tests.support import wait_until
 from tests.tasks.helpers import count

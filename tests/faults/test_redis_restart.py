@@ -17,9 +17,9 @@ import time
 
 import pytest
 import redis
-from retrainer.tasks.enqueue import send_retrain
 
 from retrainer.db.records import SystemEvent
+from retrainer.tasks.enqueue import send_retrain
 from tests.faults.servers import log_lines, unhealthy
 from tests.support import model_config, wait_until
 from tests.tasks.helpers import rows

@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from retrainer.services import retrain_requests
-from retrainer.tasks.enqueue import send_retrain
 
 from retrainer.config import Settings
 from retrainer.db import session_scope
@@ -32,6 +30,8 @@ from retrainer.db.records import (
     TrainingRun,
 )
 from retrainer.demo.processes import CeleryProcess
+from retrainer.services import retrain_requests
+from retrainer.tasks.enqueue import send_retrain
 from tests.faults.servers import unhealthy
 from tests.support import model_config, wait_until
 from tests.tasks.helpers import count, rows, seed_observations

@@ -99,7 +99,7 @@ def test_predict_outcome_and_local_check(cli) -> None:
     seed(cli.url)
     cli("retrain", "ctr", "--local")
     features = json.dumps(synthetic.generate(1, datetime.now(UTC), datetime.now(UTC))[0].features)
-    made = json.loads(cli("predict", "ctr", "--features", features, "--hook-type", "question").stdout)
+    made = json.loads(cli("predict", "ctr", "--features", features, "--segment", "hook_type=question").stdout)
     assert made["version_id"] == "ctr-v1" and 0 < made["predicted"] < 0.5
     done = json.loads(cli("outcome", made["prediction_id"], str(made["predicted"] + 0.05)).stdout)
     assert done["status"] == "completed" and done["error"] == pytest.approx(0.05)
@@ -107,6 +107,12 @@ def test_predict_outcome_and_local_check(cli) -> None:
     assert done.returncode == 3  # insufficient data: scripts notice
     check = json.loads(done.stdout)
     assert check["status"] == "insufficient_data" and check["current_accuracy"]["total_predictions"] == 1
+    assert (check["metric"], check["threshold"], check["current_accuracy"]["count"]) == ("mae", 0.02, 1)
+    table = cli("status", "ctr").stdout  # the model's live metric and threshold, not a fixed MAE column
+    assert "mae 0.0500 (1)" in table and "0.02" in table
+    assert "mae" in cli("history", "ctr").stdout and "mae" in cli("versions", "ctr").stdout
+    bad = cli("predict", "ctr", "--features", features, "--segment", "region", ok=False)
+    assert bad.returncode == 2 and "KEY=VALUE" in bad.stderr
 
 
 def test_insufficient_data_is_exit_3(cli) -> None:
@@ -166,6 +172,14 @@ def test_errors_name_the_problem(cli) -> None:
     assert bad.returncode == 2 and "models.ctr.accuracy.mae_threshold" in bad.stderr
     nan = cli("event", "purchase", "ctr", "--features", '{"a": NaN}', "--value", "0.1", ok=False)
     assert nan.returncode == 1 and "not a finite number" in nan.stderr
+
+
+def test_a_bad_hyper_parameter_stops_a_retrain_before_it_starts(cli) -> None:
+    cli("init")
+    env = {"RETRAINER_MODELS__CTR__PARAMS": '{"max_depht": 3}'}
+    bad = cli("retrain", "ctr", "--local", ok=False, extra_env=env)
+    assert problem(bad, 2).startswith("error: invalid configuration: models.ctr.params.max_depht: ")
+    assert cli("versions", "ctr", extra_env=env).returncode == 0  # reading history needs no valid params
 
 
 def test_event_file_uses_the_batch_path(cli, tmp_path: Path) -> None:
@@ -239,7 +253,8 @@ def test_bad_json_in_the_environment_names_the_variable(cli, name: str, value: s
 @pytest.mark.parametrize("name,value,line", [
     ("RETRAINER_MODELS__CTR", f"[{PASSWORD}",
      "models.ctr: Input should be a valid dictionary or instance of ModelConfig"),
-    ("RETRAINER_MODELS__CTR__FEATURES", f"[{PASSWORD}", "models.ctr.features: Input should be a valid list"),
+    ("RETRAINER_MODELS__CTR__FEATURES", f"[{PASSWORD}",
+     "models.ctr.features: expected a list of names or a mapping name -> numeric | categorical | boolean"),
     ("RETRAINER_WORKER_THREADS", "many",  # longer than a terminal: still one line
      "worker_threads: Input should be a valid integer, unable to parse string as an integer"),
 ])

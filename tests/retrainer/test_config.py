@@ -21,6 +21,7 @@ from retrainer.config import (
     parse_schedule,
     unknown_env_warnings,
 )
+from retrainer.models.base import check_models, live_check
 
 SECRET_TOKEN = "T000SECRET/B000SECRET/XyZsEcReTtOkEn42"
 
@@ -45,7 +46,8 @@ def test_defaults_are_the_reference_values(tmp_path: Path) -> None:
     assert set(s.models) == {"ctr"}
     m = s.model("ctr")
     assert m.family == "ctr"
-    assert m.accuracy.mae_threshold == 0.02
+    assert (m.accuracy.metric, m.accuracy.threshold) == (None, None)  # the family's: ctr's MAE 0.02
+    assert live_check(m.family, m.accuracy.metric, m.accuracy.threshold) == ("mae", 0.02)
     assert m.accuracy.lookback_days == 7
     assert m.accuracy.min_samples == 50
     assert m.schedules.check == "0 2 * * *"
@@ -128,6 +130,42 @@ def test_unknown_family_names_key_and_installed_families() -> None:
 def test_negative_threshold_names_key() -> None:
     msg = _bad(models={"ctr": {"accuracy": {"mae_threshold": -0.1}}})
     assert "models.ctr.accuracy.mae_threshold" in msg
+    assert "models.ctr.accuracy.threshold" in _bad(models={"ctr": {"accuracy": {"threshold": -1}}})
+
+
+def test_accuracy_metric_and_threshold(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_yaml(tmp_path / "r.yaml", {"models": {
+        "ctr": {"accuracy": {"metric": "within_20pct", "threshold": 0.6}},
+        "churn": {"family": "classifier", "accuracy": {"threshold": 0.8}},
+        "timing": {"family": "timing"},
+    }})
+    monkeypatch.setenv(CONFIG_ENV, str(path))
+    s = load_settings()
+    assert check_models(s.models) == []
+    checks = {name: live_check(m.family, m.accuracy.metric, m.accuracy.threshold) for name, m in s.models.items()}
+    assert checks == {"ctr": ("within_20pct", 0.6), "churn": ("accuracy", 0.8), "timing": ("mae", None)}
+
+
+def test_old_mae_threshold_is_an_alias() -> None:
+    a = load_settings(models={"ctr": {"accuracy": {"mae_threshold": 0.05}}}).model("ctr").accuracy
+    assert (a.metric, a.threshold) == ("mae", 0.05)
+    msg = _bad(models={"ctr": {"accuracy": {"mae_threshold": 0.05, "threshold": 0.01}}})
+    assert "models.ctr.accuracy" in msg and "mae_threshold" in msg and "not both" in msg
+
+
+def test_accuracy_metric_must_be_a_live_metric_of_the_family() -> None:
+    s = load_settings(models={"ctr": {"accuracy": {"metric": "accuracy"}},
+                              "churn": {"family": "classifier", "accuracy": {"metric": "precision"}}})
+    assert check_models(s.models) == [
+        "models.ctr.accuracy.metric: 'accuracy' is not a live metric of family ctr (regression); "
+        "choose one of mae, rmse, r2, within_20pct"]
+
+
+@pytest.mark.parametrize("url", ["mysql+pymysql://u:p@db/retrainer", "mariadb://u@db/retrainer", "MySQL://db/x"])
+def test_mysql_and_mariadb_are_refused(url: str) -> None:
+    msg = _bad(database_url=url)
+    assert "database_url" in msg and "only SQLite (embedded) and PostgreSQL" in msg
+    assert "partial unique indexes" in msg and "p@" not in msg
 
 
 @pytest.mark.parametrize("key,value", [

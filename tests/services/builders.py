@@ -70,3 +70,22 @@ def corrupt(path: str | Path) -> None:
     data = bytearray(Path(path).read_bytes())
     data[len(data) // 3] ^= 0x20
     Path(path).write_bytes(bytes(data))
+
+
+def churn_csv(path: Path, n: int = 240, start: datetime = START, seed: int = 3) -> Path:
+    """A user's own CSV: a categorical `plan` (basic, pro, team), a boolean `trial`, a number `spend`,
+    the label `churned` (0/1, mostly decided by plan and trial) and an event time `at`, one row an hour."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    lines = ["customer,plan,spend,trial,churned,at"]
+    for i in range(n):
+        plan = ("basic", "pro", "team")[i % 3]
+        trial = bool(rng.random() < 0.5)
+        spend = round(float(rng.uniform(5, 100)), 2)
+        risk = {"basic": 0.7, "pro": 0.3, "team": 0.1}[plan] + (0.2 if trial else -0.05)
+        churned = int(rng.random() < risk)
+        at = (start + timedelta(hours=i)).isoformat()
+        lines.append(f"c{i},{plan},{spend},{'true' if trial else 'false'},{churned},{at}")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path

@@ -1,4 +1,5 @@
-"""retrainer.services.accuracy: live accuracy aggregated by the database equals numpy on the same rows."""
+"""retrainer.services.accuracy: live accuracy aggregated by the database equals numpy/pandas on the same
+rows, for each live kind (regression, classification, forecast), on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -6,18 +7,23 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
+import pandas as pd
 import pytest
 from sqlalchemy.orm import Session
 
 from retrainer import clock
 from retrainer.config import AccuracyCheck, Settings
 from retrainer.db.records import ModelVersion, RunStatus, TrainingRun, Trigger
+from retrainer.models.base import Live
 from retrainer.services import accuracy, predictions
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
 HOOKS = ("question", "stat", "story")
 REFERENCE_KEYS = {"status", "model", "production_version", "current_accuracy", "threshold", "checked_at", "message"}
-ACCURACY_KEYS = {"ctr_mae", "ctr_rmse", "ctr_r2", "ctr_accuracy", "total_predictions"}
+# the kind's own metrics, and (ctr only) the CTR reference's names for them
+ACCURACY_KEYS = {"mae", "rmse", "r2", "within_20pct", "count",
+                 "ctr_mae", "ctr_rmse", "ctr_r2", "ctr_accuracy", "total_predictions"}
+REG = Live.REGRESSION
 
 
 @pytest.fixture(autouse=True)
@@ -32,15 +38,19 @@ def expected(actual: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
         "mae": float(np.mean(np.abs(err))),
         "rmse": float(np.sqrt(np.mean(err**2))),
         "r2": float(1 - np.sum(err**2) / np.sum((actual - actual.mean()) ** 2)),
-        "accuracy": float(100 * np.mean(np.abs(err) <= 0.2 * np.abs(actual))),
+        "within_20pct": float(np.mean(np.abs(err) <= 0.2 * np.abs(actual))),
         "count": len(actual),
     }
 
 
 def assert_matches(acc: accuracy.Accuracy, exp: dict[str, float]) -> None:
     assert acc.count == exp["count"]
-    for key in ("mae", "rmse", "r2", "accuracy"):
-        assert getattr(acc, key) == pytest.approx(exp[key], abs=1e-9, rel=0), key
+    assert set(acc.metrics) == set(exp) - {"count"}
+    for key in acc.metrics:
+        if exp[key] is None:
+            assert acc[key] is None, key
+        else:
+            assert acc[key] == pytest.approx(exp[key], abs=1e-9, rel=0), key
 
 
 def populate(session: Session, n: int = 120, seed: int = 0, model: str = "ctr", version_id: str | None = None,
@@ -54,7 +64,7 @@ def populate(session: Session, n: int = 120, seed: int = 0, model: str = "ctr", 
         at = NOW - timedelta(days=float(rng.uniform(*age_days)))
         pid = f"{prefix}{seed}-{i}"
         predictions.log_prediction(session, model, {"x": float(i)}, float(predicted[i]), version_id=version_id,
-                                   hook_type=str(hooks[i]), prediction_id=pid, at=at)
+                                   segments={"hook_type": str(hooks[i])}, prediction_id=pid, at=at)
         session.flush()
         predictions.record_outcome(session, pid, float(actual[i]), at=at + timedelta(hours=1))
     session.flush()
@@ -63,10 +73,10 @@ def populate(session: Session, n: int = 120, seed: int = 0, model: str = "ctr", 
 
 def test_sql_aggregates_equal_numpy(session: Session) -> None:
     data = populate(session)
-    acc = accuracy.live_accuracy(session, "ctr", lookback_days=7)
+    acc = accuracy.live_accuracy(session, "ctr", lookback_days=7, kind=REG)
     assert_matches(acc, expected(data["actual"], data["predicted"]))
     assert acc.as_dict()["count"] == 120
-    assert 0 < acc.accuracy < 100  # a meaningful mix, not a degenerate all/none case
+    assert 0 < acc["within_20pct"] < 1  # a fraction; a meaningful mix, not a degenerate all/none case
 
 
 def test_window_excludes_old_rows_and_counts_only_completed(session: Session) -> None:
@@ -77,35 +87,44 @@ def test_window_excludes_old_rows_and_counts_only_completed(session: Session) ->
         predictions.log_prediction(session, "ctr", {"x": 1.0}, 0.9, prediction_id=f"open-{i}",
                                    at=NOW - timedelta(days=1))
     session.flush()
-    acc = accuracy.live_accuracy(session, "ctr", lookback_days=7)
+    acc = accuracy.live_accuracy(session, "ctr", lookback_days=7, kind=REG)
     assert_matches(acc, expected(data["actual"], data["predicted"]))
     # a wider window takes the old rows in
-    assert accuracy.live_accuracy(session, "ctr", lookback_days=31).count == 85
+    assert accuracy.live_accuracy(session, "ctr", lookback_days=31, kind=REG).count == 85
 
 
 def test_filter_by_version(session: Session) -> None:
     a = populate(session, n=40, seed=4, version_id="ctr-v1", prefix="a")
     b = populate(session, n=30, seed=5, version_id="ctr-v2", prefix="b", noise=0.03)
-    assert_matches(accuracy.live_accuracy(session, "ctr", version_id="ctr-v1"), expected(a["actual"], a["predicted"]))
-    assert_matches(accuracy.live_accuracy(session, "ctr", version_id="ctr-v2"), expected(b["actual"], b["predicted"]))
-    assert accuracy.live_accuracy(session, "ctr").count == 70
+    assert_matches(accuracy.live_accuracy(session, "ctr", version_id="ctr-v1", kind=REG), expected(a["actual"], a["predicted"]))
+    assert_matches(accuracy.live_accuracy(session, "ctr", version_id="ctr-v2", kind=REG), expected(b["actual"], b["predicted"]))
+    assert accuracy.live_accuracy(session, "ctr", kind=REG).count == 70
 
 
 def test_no_rows(session: Session) -> None:
-    acc = accuracy.live_accuracy(session, "ctr")
-    assert acc == accuracy.Accuracy(None, None, None, None, 0)
+    for kind in Live:
+        acc = accuracy.live_accuracy(session, "ctr", kind=kind)
+        assert acc.count == 0 and acc.as_dict() == dict.fromkeys([*acc.metrics, "count"]) | {"count": 0}
 
 
-def test_breakdown_by_hook_type(session: Session) -> None:
+def test_breakdown_by_a_segment_key(session: Session) -> None:
     data = populate(session, n=90, seed=6)
-    parts = accuracy.breakdown(session, "ctr", by="hook_type")
+    parts = accuracy.breakdown(session, "ctr", by="hook_type", kind=REG)
     assert sorted(parts) == sorted(HOOKS)
     for hook in HOOKS:
         mask = data["hook"] == hook
         assert_matches(parts[hook], expected(data["actual"][mask], data["predicted"][mask]))
     assert sum(p.count for p in parts.values()) == 90
-    with pytest.raises(ValueError, match="hook_type"):
-        accuracy.breakdown(session, "ctr", by="features")
+    assert accuracy.breakdown(session, "ctr", by="region", kind=REG) == {}  # no row has that key
+
+
+def test_breakdown_by_version(session: Session) -> None:
+    a = populate(session, n=40, seed=15, version_id="ctr-v1", prefix="a")
+    b = populate(session, n=30, seed=16, version_id="ctr-v2", prefix="b", noise=0.03)
+    parts = accuracy.breakdown(session, "ctr", by="version_id", kind=REG)
+    assert sorted(parts) == ["ctr-v1", "ctr-v2"]
+    assert_matches(parts["ctr-v1"], expected(a["actual"], a["predicted"]))
+    assert_matches(parts["ctr-v2"], expected(b["actual"], b["predicted"]))
 
 
 def _production(session: Session, version_id: str = "ctr-v1") -> None:
@@ -119,7 +138,7 @@ def _production(session: Session, version_id: str = "ctr-v1") -> None:
 
 def test_check_insufficient_data(session: Session) -> None:
     populate(session, n=20, seed=7)
-    result = accuracy.check(session, "ctr", AccuracyCheck(min_samples=50))
+    result = accuracy.check(session, "ctr", AccuracyCheck(min_samples=50), "ctr")
     assert REFERENCE_KEYS | {"count"} <= set(result)
     assert set(result["current_accuracy"]) == ACCURACY_KEYS
     assert result["status"] == "insufficient_data"
@@ -132,7 +151,7 @@ def test_check_insufficient_data(session: Session) -> None:
 
 def test_check_no_retrain_needed(session: Session) -> None:
     data = populate(session, n=60, seed=8, noise=0.005)
-    result = accuracy.check(session, "ctr", AccuracyCheck())
+    result = accuracy.check(session, "ctr", AccuracyCheck(), "ctr")
     assert REFERENCE_KEYS <= set(result)
     assert result["status"] == "no_retrain_needed"
     assert result["threshold"] == 0.02
@@ -147,7 +166,7 @@ def test_check_retrain_needed_measures_the_production_version(session: Session) 
     _production(session, "ctr-v2")
     bad = populate(session, n=60, seed=9, noise=0.06, version_id="ctr-v2", prefix="bad")
     populate(session, n=200, seed=10, noise=0.001, version_id="ctr-v1", prefix="old")  # the old version's traffic
-    result = accuracy.check(session, "ctr", AccuracyCheck())
+    result = accuracy.check(session, "ctr", AccuracyCheck(), "ctr")
     assert REFERENCE_KEYS <= set(result)
     assert result["status"] == "retrain_needed"
     assert result["production_version"] == "ctr-v2"
@@ -170,13 +189,13 @@ def test_check_cooldown_after_a_kept_candidate(session: Session) -> None:
     _run(session, "too-old", 30, "kept")  # outside the cooldown
     _run(session, "no-result", 1, "insufficient_data")  # trained nothing: no cooldown
     _run(session, "promoted", 2, "retrained")  # a new version went live: its accuracy is what counts
-    assert accuracy.check(session, "ctr", cfg)["status"] == "retrain_needed"
+    assert accuracy.check(session, "ctr", cfg, "ctr")["status"] == "retrain_needed"
     _run(session, "recent", 3, "kept")
-    cooled = accuracy.check(session, "ctr", cfg)
+    cooled = accuracy.check(session, "ctr", cfg, "ctr")
     assert cooled["status"] == "no_retrain_needed"
     assert "cooldown" in cooled["message"] and "kept" in cooled["message"]
     # cooldown 0 turns it off
-    assert accuracy.check(session, "ctr", AccuracyCheck(cooldown_hours=0))["status"] == "retrain_needed"
+    assert accuracy.check(session, "ctr", AccuracyCheck(cooldown_hours=0), "ctr")["status"] == "retrain_needed"
 
 
 def test_cooldown_ignores_runs_before_the_current_version_went_live(session: Session) -> None:
@@ -184,13 +203,119 @@ def test_cooldown_ignores_runs_before_the_current_version_went_live(session: Ses
     session.get(ModelVersion, "ctr-v3").promoted_at = NOW - timedelta(hours=1)
     populate(session, n=60, seed=14, noise=0.06, version_id="ctr-v3")
     _run(session, "kept-before-promotion", 3, "kept")
-    assert accuracy.check(session, "ctr", AccuracyCheck(cooldown_hours=12))["status"] == "retrain_needed"
+    assert accuracy.check(session, "ctr", AccuracyCheck(cooldown_hours=12), "ctr")["status"] == "retrain_needed"
     _run(session, "kept-after-promotion", 0.5, "kept")
-    assert accuracy.check(session, "ctr", AccuracyCheck(cooldown_hours=12))["status"] == "no_retrain_needed"
+    assert accuracy.check(session, "ctr", AccuracyCheck(cooldown_hours=12), "ctr")["status"] == "no_retrain_needed"
 
 
 def test_check_uses_model_config_defaults(settings: Settings, session: Session) -> None:
     populate(session, n=49, seed=12, noise=0.06)
-    assert accuracy.check(session, "ctr", settings.model("ctr").accuracy)["status"] == "insufficient_data"
+    assert accuracy.check(session, "ctr", settings.model("ctr").accuracy, "ctr")["status"] == "insufficient_data"
     populate(session, n=1, seed=13, noise=0.06)
-    assert accuracy.check(session, "ctr", settings.model("ctr").accuracy)["status"] == "retrain_needed"
+    assert accuracy.check(session, "ctr", settings.model("ctr").accuracy, "ctr")["status"] == "retrain_needed"
+
+
+# --- classification and forecast: SQL against pandas on the same rows ----------------------------
+
+def _log(session: Session, kind: Live, model: str, predicted: np.ndarray, actual: np.ndarray, seed: int,
+         proba: bool = False) -> None:
+    rng = np.random.default_rng(seed)
+    for i, (p, a) in enumerate(zip(predicted, actual, strict=True)):
+        at = NOW - timedelta(days=float(rng.uniform(0.01, 6.9)))
+        pid = f"{model}-{seed}-{i}"
+        predictions.log_prediction(session, model, {"x": float(i)}, float(p), prediction_id=pid, at=at, kind=kind,
+                                   proba={str(int(p)): 0.8} if proba else None)
+        session.flush()
+        predictions.record_outcome(session, pid, float(a), at=at + timedelta(hours=1))
+    session.flush()
+
+
+def classification_reference(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float | None]:
+    frame = pd.DataFrame({"p": predicted, "a": actual})
+    binary = frame.isin([0, 1]).all().all()
+    tp = int(((frame.p == 1) & (frame.a == 1)).sum())
+    return {
+        "accuracy": float((frame.p == frame.a).mean()),
+        "precision": tp / int((frame.p == 1).sum()) if binary else None,
+        "recall": tp / int((frame.a == 1).sum()) if binary else None,
+        "count": len(frame),
+    }
+
+
+def forecast_reference(predicted: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    err = (pd.Series(actual) - pd.Series(predicted)).abs()
+    return {"mae": float(err.mean()), "rmse": float(np.sqrt((err**2).mean())),
+            **{f"within_{h}h": float((err <= h).mean()) for h in (6, 12, 24)}, "count": len(err)}
+
+
+def test_binary_classification_equals_pandas(session: Session) -> None:
+    rng = np.random.default_rng(20)
+    actual = rng.integers(0, 2, 150)
+    predicted = np.where(rng.uniform(size=150) < 0.75, actual, 1 - actual)
+    _log(session, Live.CLASSIFICATION, "churn", predicted, actual, seed=20, proba=True)
+    acc = accuracy.live_accuracy(session, "churn", kind=Live.CLASSIFICATION)
+    assert_matches(acc, classification_reference(predicted, actual))
+    assert 0.5 < acc["accuracy"] < 1 and acc["precision"] is not None
+
+
+def test_multiclass_classification_has_no_precision(session: Session) -> None:
+    rng = np.random.default_rng(21)
+    actual = rng.integers(0, 4, 120)
+    predicted = np.where(rng.uniform(size=120) < 0.6, actual, rng.integers(0, 4, 120))
+    _log(session, Live.CLASSIFICATION, "intent", predicted, actual, seed=21)
+    acc = accuracy.live_accuracy(session, "intent", kind=Live.CLASSIFICATION)
+    assert_matches(acc, classification_reference(predicted, actual))
+    assert acc["precision"] is None and acc["recall"] is None
+
+
+def test_forecast_equals_pandas(session: Session) -> None:
+    rng = np.random.default_rng(22)
+    actual = rng.uniform(1, 96, 130).round(3)
+    predicted = (actual + rng.normal(0, 10, 130)).round(3)
+    _log(session, Live.FORECAST, "timing", predicted, actual, seed=22)
+    acc = accuracy.live_accuracy(session, "timing", kind=Live.FORECAST)
+    assert_matches(acc, forecast_reference(predicted, actual))
+    assert 0 < acc["within_6h"] < acc["within_12h"] < acc["within_24h"] <= 1
+
+
+# --- the check by metric and threshold ----------------------------------------------------------
+
+def test_check_by_classification_accuracy_breaches_below(session: Session) -> None:
+    rng = np.random.default_rng(23)
+    actual = rng.integers(0, 2, 80)
+    predicted = np.where(rng.uniform(size=80) < 0.6, actual, 1 - actual)
+    _log(session, Live.CLASSIFICATION, "churn", predicted, actual, seed=23)
+    share = float(np.mean(predicted == actual))
+    low = accuracy.check(session, "churn", AccuracyCheck(threshold=share + 0.05), "classifier")
+    assert low["status"] == "retrain_needed" and low["metric"] == "accuracy"
+    assert set(low["current_accuracy"]) == {"accuracy", "precision", "recall", "count"}
+    assert low["current_accuracy"]["accuracy"] == pytest.approx(share)
+    assert f"< {share + 0.05}" in low["message"]
+    fine = accuracy.check(session, "churn", AccuracyCheck(threshold=share - 0.05), "classifier")
+    assert fine["status"] == "no_retrain_needed"
+    by_recall = accuracy.check(session, "churn", AccuracyCheck(metric="recall", threshold=1.0), "classifier")
+    assert by_recall["status"] == "retrain_needed" and "recall=" in by_recall["message"]
+    # no threshold configured and none from the family: measured, never a retrain
+    unset = accuracy.check(session, "churn", AccuracyCheck(), "classifier")
+    assert unset["status"] == "no_retrain_needed" and unset["threshold"] is None
+    assert "models.churn.accuracy.threshold" in unset["message"]
+
+
+def test_check_by_forecast_mae_breaches_above(session: Session) -> None:
+    rng = np.random.default_rng(24)
+    actual = rng.uniform(1, 48, 60)
+    _log(session, Live.FORECAST, "timing", actual + 8.0, actual, seed=24)
+    result = accuracy.check(session, "timing", AccuracyCheck(threshold=6.0), "timing")
+    assert result["status"] == "retrain_needed" and result["metric"] == "mae"
+    assert result["current_accuracy"]["mae"] == pytest.approx(8.0)
+    assert "ctr_mae" not in result["current_accuracy"]
+    by_share = accuracy.check(session, "timing", AccuracyCheck(metric="within_12h", threshold=0.9), "timing")
+    assert by_share["status"] == "no_retrain_needed"  # every error is 8 h: all within 12 h
+
+
+def test_old_mae_threshold_key_is_an_alias(session: Session) -> None:
+    populate(session, n=60, seed=25, noise=0.005)
+    cfg = AccuracyCheck(mae_threshold=0.001)
+    assert (cfg.metric, cfg.threshold) == ("mae", 0.001)
+    result = accuracy.check(session, "ctr", cfg, "ctr")
+    assert result["status"] == "retrain_needed" and result["threshold"] == 0.001

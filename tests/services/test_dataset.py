@@ -16,7 +16,7 @@ from retrainer import clock
 from retrainer.db.records import Observation
 from retrainer.demo import synthetic
 from retrainer.models.base import DataError
-from retrainer.services import dataset, validation
+from retrainer.services import dataset, schema, validation
 from retrainer.services.dataset import LABEL, TIME
 from tests.services.builders import END, START, seed
 
@@ -81,14 +81,14 @@ def test_validate_drops_and_counts_non_finite_rows(frame: pd.DataFrame) -> None:
     bad.loc[5, LABEL] = np.inf
     bad["video_length_s"] = bad["video_length_s"].astype(object)
     bad.loc[7, "video_length_s"] = "not a number"
-    bad["segment"] = "question"  # text column: not a feature
+    bad["segment"] = "question"  # a text column: a categorical feature
     v = dataset.validate(bad, None)
     assert v.dropped == 3
-    assert v.problems == {"hook_strength": 1, LABEL: 1, "video_length_s": 1}
+    assert v.problems == {"hook_strength": 1, LABEL: 1, "video_length_s": 1}  # the text in a numeric column
     assert len(v.frame) == 197
     assert set(v.frame["row_id"]) == set(frame["row_id"]) - {4, 6, 8}  # row_id = index + 1
-    assert "segment" not in v.frame.columns
-    assert np.isfinite(v.frame.drop(columns=["row_id", TIME]).to_numpy(dtype=float)).all()
+    assert isinstance(v.frame["segment"].dtype, pd.CategoricalDtype)
+    assert np.isfinite(v.frame.drop(columns=["row_id", TIME, "segment"]).to_numpy(dtype=float)).all()
 
 
 def test_validate_with_configured_features(frame: pd.DataFrame) -> None:
@@ -212,3 +212,54 @@ def test_validate_keeps_values_at_the_limit_and_drops_beyond(frame: pd.DataFrame
     v = dataset.validate(edge, None)
     assert v.problems == {"hook_strength": 1, LABEL: 1, "audience_size_log": 1}
     assert v.dropped == 3 and len(v.frame) == 197
+
+
+# --- typed features: categorical and boolean columns, time-only families, keys the schema lacks -----------
+
+def typed_rows(session: Session, n: int = 90) -> None:
+    session.add_all([
+        Observation(model="churn", event_id=f"t-{i}", features={"plan": ("basic", "pro", "team")[i % 3],
+                    "trial": i % 2 == 0, "spend": float(i)} | ({"region": "eu"} if i >= n - 3 else {}),
+                    label=float(i % 2), event_time=START + timedelta(hours=i), source="test")
+        for i in range(n)
+    ])
+    session.flush()
+
+
+def test_validate_keeps_categorical_and_boolean_columns_typed(session: Session) -> None:
+    typed_rows(session)
+    v = dataset.validate(dataset.load(session, "churn", 1000), None)
+    assert len(v.frame) == 90 and v.dropped == 0
+    X = dataset.features(v.frame)
+    assert isinstance(X["plan"].dtype, pd.CategoricalDtype)
+    assert list(X["plan"].cat.categories) == ["basic", "pro", "team"]
+    assert X["trial"].dtype == bool and X["spend"].dtype == np.float64
+    # a key in 3 of 90 rows is left out with the reason, and counted, never silently ignored
+    assert "region" not in X.columns and "3% of rows" in v.schema.left_out["region"]
+    assert v.unused == {"region": 3}
+    assert v.unused_note() == "new feature(s) seen, not used: region; add them to `features` to use them"
+    # split keeps the types
+    train, holdout, _ = dataset.split(v.frame, 0.2)
+    assert isinstance(dataset.features(holdout)["plan"].dtype, pd.CategoricalDtype)
+    assert dataset.features(train)["trial"].dtype == bool
+
+
+def test_validate_reads_rows_through_a_given_schema_and_drops_wrong_types(session: Session) -> None:
+    typed_rows(session)
+    session.add(Observation(model="churn", event_id="odd", features={"plan": 3, "trial": "yes", "spend": 1.0},
+                            label=1.0, event_time=START + timedelta(days=10), source="test"))
+    session.flush()
+    loaded = dataset.load(session, "churn", 1000)
+    used = schema.from_config({"plan": "categorical", "trial": "boolean"}, loaded)
+    v = dataset.validate(loaded, used)
+    assert list(dataset.features(v.frame).columns) == ["plan", "trial"]
+    assert v.dropped == 1 and v.problems == {"plan": 1, "trial": 1}
+    assert v.unused == {"spend": 91, "region": 3}
+
+
+def test_zero_features_only_for_a_family_that_reads_the_time() -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    f = pd.DataFrame({"row_id": range(5), TIME: [t0 + timedelta(hours=h) for h in range(5)], LABEL: np.ones(5)})
+    assert list(dataset.validate(f, None, needs_time=True).frame.columns) == ["row_id", TIME, LABEL]
+    with pytest.raises(DataError, match="no usable feature"):
+        dataset.validate(f, None)

@@ -30,7 +30,7 @@ from retrainer.demo import synthetic
 from retrainer.services import events, predictions, retrain_requests, validation
 from retrainer.services.errors import InvalidEvent
 from tests.faults.corpus import corpus
-from tests.services.builders import END, START, count
+from tests.services.builders import END, START, count, make_version
 from tests.support import make_settings, model_config
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)
@@ -348,9 +348,11 @@ def test_concurrent_batches_share_one_pending_request(settings: Settings) -> Non
         assert count(s, Observation) == 50
 
 
-def test_parse_refuses_a_boolean_feature_instead_of_reading_it_as_one() -> None:
-    with pytest.raises(InvalidEvent, match=r"features\.flag: expected a number or string, got bool"):
-        events.parse({"type": "purchase", "model": "ctr", "features": {"flag": True}, "value": 0.1})
+def test_parse_keeps_a_boolean_feature_as_a_boolean_but_refuses_a_boolean_value() -> None:
+    event = events.parse({"type": "purchase", "model": "ctr", "features": {"flag": True}, "value": 0.1})
+    assert event.features == {"flag": True} and event.features["flag"] is True
+    with pytest.raises(InvalidEvent, match=r"^value: expected a number, got a boolean"):
+        events.parse({"type": "purchase", "model": "ctr", "features": {"flag": True}, "value": True})
 
 
 # --- bad input never costs its neighbours, and is never lost ------------------------------------------
@@ -434,3 +436,125 @@ def test_reject_keeps_a_readable_preview_of_what_cannot_be_stored(session: Sessi
     assert first["payload"].startswith('{"model": "ctr\\u0000", "features": {"k\\ud800": [[[[')
     assert len(first["payload"]) == 2000
     assert second["payload"].startswith("\\xff\\xfexxx") and len(second["payload"]) == 2000
+
+
+# --- prediction events: a serving stack elsewhere logs its predictions ---------------------------
+
+def prediction(**overrides: Any) -> dict[str, Any]:
+    return {"type": "prediction", "model": "ctr", "features": FEATURES, "predicted": 0.031} | overrides
+
+
+def test_prediction_event_parses_every_field() -> None:
+    event = events.parse(prediction(prediction_id="srv-1", version_id="ext-7", confidence=0.9,
+                                    segments={"region": "eu"}, occurred_at="2024-06-01T11:00:00Z", event_id="e-1"))
+    assert isinstance(event, events.PredictionEvent)
+    assert (event.prediction_id, event.version_id, event.confidence, event.segments, event.predicted) == (
+        "srv-1", "ext-7", 0.9, {"region": "eu"}, 0.031)
+    assert event.occurred_at == datetime(2024, 6, 1, 11, tzinfo=UTC)
+    assert events.parse(prediction(proba={"0": 0.2, "1": 0.8}, predicted=1)).proba == {"0": 0.2, "1": 0.8}
+
+
+@pytest.mark.parametrize("doc,message", [
+    (prediction(predicted="0.3"), "predicted: expected a number, got string"),
+    ({"type": "prediction", "model": "ctr", "features": FEATURES}, "predicted: missing"),
+    (prediction(value=0.1), "'value': unknown field"),
+    (prediction(segments={"k": "v" * 65}), "segments.k: 65 characters"),
+    (prediction(proba={"1": 2.0}), "proba.1: a probability is between 0 and 1"),
+    (prediction(confidence=True), "confidence: expected a number, got a boolean"),
+])
+def test_bad_prediction_events_are_refused_naming_the_field(doc: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidEvent) as info:
+        events.parse(doc)
+    assert str(info.value).startswith(message) or message in str(info.value)
+
+
+def test_prediction_events_are_logged_and_duplicates_are_no_ops(settings: Settings, session: Session) -> None:
+    batch = [events.parse(prediction(prediction_id="srv-1", segments={"region": "eu"}, version_id="ext-7",
+                                     occurred_at=(NOW - timedelta(hours=2)).isoformat())),
+             events.parse(prediction(event_id="e-2")),  # no prediction_id: the event id names it
+             events.parse(prediction(prediction_id="srv-1", predicted=0.9))]  # re-sent: a no-op
+    result = events.store(session, settings, batch)
+    assert (result.stored, result.duplicates, result.rejected, result.enqueue) == (2, 1, [], [])
+    again = events.store(session, settings, batch[:2])
+    assert (again.stored, again.duplicates) == (0, 2)
+    rows = {r.prediction_id: r for r in session.scalars(sa.select(PredictionRecord))}
+    assert sorted(rows) == ["e-2", "srv-1"]
+    first = rows["srv-1"]
+    assert (first.predicted, first.segments, first.version_id, first.status) == (
+        0.031, {"region": "eu"}, "ext-7", PredictionStatus.PREDICTED)
+    assert first.predicted_at == NOW - timedelta(hours=2)
+    assert count(session, Observation) == 0 and requests(session) == []  # not a labelled row: no retrain
+
+
+def test_an_outcome_completes_a_prediction_logged_by_event(settings: Settings, session: Session) -> None:
+    batch = [events.parse(prediction(prediction_id="srv-9")),
+             events.parse({"type": "outcome", "prediction_id": "srv-9", "value": 0.041})]  # same batch
+    result = events.store(session, settings, batch)
+    assert result.stored == 2 and result.rejected == []
+    rec = session.scalar(sa.select(PredictionRecord).where(PredictionRecord.prediction_id == "srv-9"))
+    assert rec.status == PredictionStatus.COMPLETED and rec.error == pytest.approx(0.01)
+    assert session.scalar(sa.select(Observation.event_id)) == "outcome:srv-9"
+
+
+def test_a_classifier_prediction_event_keeps_its_probabilities(tmp_path: Path, db_url: str) -> None:
+    settings = make_settings(tmp_path, db_url, models={"ctr": model_config(), "churn": model_config(family="classifier")})
+    with session_scope(db_url) as session:
+        result = events.store(session, settings, [
+            events.parse(prediction(model="churn", predicted=1, proba={"0": 0.3, "1": 0.7}, prediction_id="c-1")),
+            events.parse(prediction(model="churn", predicted=0.5, prediction_id="c-2")),  # no class
+            events.parse(prediction(model="nope", prediction_id="c-3")),
+            events.parse({"type": "outcome", "prediction_id": "c-1", "value": 0}),
+        ])
+        assert result.stored == 2
+        assert [i for i, _ in result.rejected] == [1, 2]
+        assert "a class is a whole number" in result.rejected[0][1] and "nope" in result.rejected[1][1]
+        rec = session.scalar(sa.select(PredictionRecord).where(PredictionRecord.prediction_id == "c-1"))
+        assert (rec.proba, rec.kind.value, rec.error) == ({"0": 0.3, "1": 0.7}, "classification", 1.0)
+
+
+# --- the production schema at ingestion ------------------------------------------------------------
+
+SCHEMA = {"features": [{"name": "hook_strength", "type": "numeric"},
+                       {"name": "hook_type", "type": "categorical", "categories": ["question"]},
+                       {"name": "trial", "type": "boolean"}], "source": "configured", "left_out": {}}
+
+
+def test_purchases_that_do_not_fit_the_production_schema_are_rejected_naming_the_feature(
+        settings: Settings, session: Session) -> None:
+    # an unseen category and a key the schema lacks are fine
+    good = {"hook_strength": 0.4, "hook_type": "list", "trial": False, "new_key": 1}
+    batch = [events.parse(purchase(event_id=f"s-{i}", features=f)) for i, f in enumerate([
+        good,
+        {"hook_type": "list", "trial": False},
+        good | {"hook_strength": "0.4"},
+        good | {"trial": 1},
+        good | {"hook_type": 3},
+    ])]
+    before = events.store(session, settings, batch)  # no production version yet: nothing to check against
+    assert before.stored == 5 and before.rejected == []
+    make_version(session, settings, 1, production=True, feature_schema=SCHEMA)
+    again = [events.parse(purchase(event_id=f"t-{i}", features=e.features)) for i, e in enumerate(batch)]
+    after = events.store(session, settings, again)
+    assert after.stored == 1
+    assert after.rejected == [
+        (1, "features.hook_strength: missing (the production schema needs it)"),
+        (2, "features.hook_strength: expected a number (numeric), got string"),
+        (3, "features.trial: expected a boolean (boolean), got integer"),
+        (4, "features.hook_type: expected a string (categorical), got integer"),
+    ]
+    assert count(session, Observation, Observation.event_id.like("t-%")) == 1
+
+
+def test_empty_features_only_for_a_family_that_reads_the_time(tmp_path: Path, db_url: str) -> None:
+    settings = make_settings(tmp_path, db_url, models={"ctr": model_config(), "timing": model_config(family="timing")})
+    with session_scope(db_url) as s:
+        result = events.store(s, settings, [events.parse(purchase(event_id="a", features={})),
+                                            events.parse(purchase(event_id="b", model="timing", features={}))])
+        assert result.stored == 1
+        assert result.rejected == [(0, "features: empty; model 'ctr' needs at least one feature")]
+        assert s.scalar(sa.select(Observation.model)) == "timing"
+
+
+def test_store_without_coalescing_asks_for_no_retrain(settings: Settings, session: Session) -> None:
+    result = events.store(session, settings, purchases(5, "quiet"), coalesce=False)
+    assert result.stored == 5 and result.enqueue == [] and requests(session) == []

@@ -119,18 +119,20 @@ def test_timestamps_refused(value: Any, problem: str) -> None:
 
 # --- features --------------------------------------------------------------------------------------
 
-def test_features_keep_numbers_and_short_strings() -> None:
-    features = {"hook_strength": 0.7, "views": 12, "hook_type": "question", "note": ""}
-    assert validation.features(features) == features
+def test_features_keep_numbers_booleans_and_short_strings() -> None:
+    features = {"hook_strength": 0.7, "views": 12, "hook_type": "question", "note": "", "trial": True, "paid": False}
+    out = validation.features(features)
+    assert out == features and out["trial"] is True and out["paid"] is False  # a boolean stays a boolean
+
+
+def test_features_may_be_empty_for_a_family_that_reads_only_the_time() -> None:
+    assert validation.features({}) == {}  # whether the family needs features: events.store, knowing the model
 
 
 @pytest.mark.parametrize("features,problem", [
-    ({}, "features: expected a non-empty object"),
-    ([("a", 1)], "features: expected a non-empty object"),
-    ({"flag": True}, "features.flag: expected a number or string, got boolean"),
-    ({"flag": False}, "features.flag: expected a number or string, got boolean"),
-    ({"x": None}, "features.x: expected a number or string, got null"),
-    ({"x": {"y": 1}}, "features.x: expected a number or string, got object"),
+    ([("a", 1)], "features: expected an object"),
+    ({"x": None}, "features.x: expected a number, boolean or string, got null"),
+    ({"x": {"y": 1}}, "features.x: expected a number, boolean or string, got object"),
     ({"x": math.nan}, "features.x: nan is not a finite number"),
     ({"x": 10**400}, "features.x: integer outside ±1e15"),
     ({"x": "y" * 257}, "features.x: 257 characters; at most 256"),

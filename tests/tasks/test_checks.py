@@ -7,12 +7,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from retrainer.services import predictions
-from retrainer.tasks.enqueue import send_retrain
 
 from retrainer.db import session_scope
 from retrainer.db.records import RequestStatus, RetrainRequest, RunStatus, TrainingRun, Trigger
 from retrainer.demo import synthetic
+from retrainer.services import predictions
+from retrainer.tasks.enqueue import send_retrain
 from tests.support import make_settings, model_config, wait_until
 from tests.tasks.helpers import count, rows, seed_observations
 
@@ -28,7 +28,7 @@ def log_outcomes(url: str, model: str, version_id: str, n: int, offset: float, s
             predicted = round(row.label, 5)
             record = predictions.log_prediction(
                 session, model, row.features, predicted, version_id=version_id,
-                prediction_id=f"{model}-p{i}", at=row.event_time, hook_type=row.hook_type,
+                prediction_id=f"{model}-p{i}", at=row.event_time, segments={"hook_type": row.hook_type},
             )
             session.flush()
             predictions.record_outcome(session, record.prediction_id, predicted + offset, at=row.event_time)

@@ -7,8 +7,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from retrainer.tasks.enqueue import send_retrain
-from retrainer.tasks.producer import publish_events
 
 from retrainer.db.records import (
     ModelVersion,
@@ -21,6 +19,8 @@ from retrainer.db.records import (
     Trigger,
 )
 from retrainer.demo import synthetic
+from retrainer.tasks.enqueue import send_retrain
+from retrainer.tasks.producer import publish_events
 from tests.support import make_settings, model_config, wait_until
 from tests.tasks.helpers import count, rows
 

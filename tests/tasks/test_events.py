@@ -13,14 +13,13 @@ from typing import Any
 
 import pytest
 from kombu.exceptions import EncodeError
-from retrainer.services import events
-from retrainer.services.errors import InvalidEvent
-from retrainer.tasks.enqueue import send_retrain
-from retrainer.tasks.producer import publish_events, send_event
 
+from retrainer.db import session_scope
 from retrainer.db.records import (
     ModelVersion,
     Observation,
+    PredictionRecord,
+    PredictionStatus,
     RequestStatus,
     RetrainRequest,
     RunStatus,
@@ -29,6 +28,11 @@ from retrainer.db.records import (
     Trigger,
 )
 from retrainer.demo import synthetic
+from retrainer.models.base import Live
+from retrainer.services import accuracy, events
+from retrainer.services.errors import InvalidEvent
+from retrainer.tasks.enqueue import send_retrain
+from retrainer.tasks.producer import publish_events, send_event
 from tests.faults.corpus import CATEGORIES, corpus
 from tests.support import Worker, make_settings, model_config, wait_until
 from tests.tasks.helpers import SLOW_PARAMS, count, purchase, rows, seed_observations
@@ -150,6 +154,53 @@ def test_batch_path_stores_everything_and_enqueues_one_retrain_per_model(
     assert count(pg_url, Observation) == 5000
 
 
+def test_prediction_events_on_both_paths_then_their_outcomes(
+    tmp_path: Path, pg_url: str, redis_url: str, start_worker, make_celery
+) -> None:
+    """A serving stack elsewhere logs its predictions (one message each, and in a batch); re-sent
+    ones are no-ops; their outcomes then complete them, and live accuracy sees them."""
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url,
+                             models={"ctr": model_config(), "churn": model_config(family="classifier")})
+    app = make_celery(settings)
+    start_worker(settings, queues="events", concurrency=2)
+    served = (datetime.now(UTC) - timedelta(hours=3)).isoformat()
+
+    def prediction(pid: str, **fields: Any) -> dict[str, Any]:
+        return {"type": "prediction", "model": "ctr", "features": {"hook_strength": 0.5}, "predicted": 0.03,
+                "prediction_id": pid, "segments": {"region": "eu"}, "occurred_at": served} | fields
+
+    for i in range(5):
+        send_event(prediction(f"single-{i}"), via=app)
+    send_event(prediction("single-0", predicted=0.9), via=app)  # the same prediction again: a no-op
+    sent = send_event({k: v for k, v in prediction("x").items() if k != "prediction_id"}, via=app)
+    published = publish_events(
+        [prediction(f"batch-{i}", version_id="ext-v3") for i in range(5)]
+        + [prediction("batch-0"), prediction("c-1", model="churn", predicted=1, proba={"0": 0.2, "1": 0.8})],
+        settings=settings, via=app)
+    assert (published.stored, published.duplicates, published.rejected) == (6, 1, [])
+    wait_until(lambda: count(pg_url, PredictionRecord) == 12, timeout=60, what="12 logged predictions")
+    time.sleep(1)  # the duplicate message had its chance
+    logged = {r.prediction_id: r for r in rows(pg_url, PredictionRecord)}
+    assert len(logged) == 12 and sent.event_id in logged  # no prediction_id: the event id names it
+    assert logged["single-0"].predicted == pytest.approx(0.03)
+    assert logged["batch-1"].version_id == "ext-v3" and logged["batch-1"].segments == {"region": "eu"}
+    assert logged["c-1"].proba == {"0": 0.2, "1": 0.8}
+
+    for i in range(5):
+        send_event({"type": "outcome", "prediction_id": f"single-{i}", "value": 0.04}, via=app)
+    publish_events([{"type": "outcome", "prediction_id": f"batch-{i}", "value": 0.05} for i in range(5)]
+                   + [{"type": "outcome", "prediction_id": "c-1", "value": 0}], settings=settings, via=app)
+    wait_until(lambda: count(pg_url, PredictionRecord, PredictionRecord.status == PredictionStatus.COMPLETED) == 11,
+               timeout=60, what="11 completed predictions")
+    done = {r.prediction_id: r for r in rows(pg_url, PredictionRecord)}
+    assert done["single-3"].error == pytest.approx(0.01) and done["batch-3"].error == pytest.approx(0.02)
+    assert done["c-1"].error == 1.0  # the wrong class
+    with session_scope(pg_url) as session:
+        parts = accuracy.breakdown(session, "ctr", by="region", kind=Live.REGRESSION)
+    assert parts["eu"].count == 10 and parts["eu"]["mae"] == pytest.approx(0.015)
+    assert count(pg_url, SystemEvent, SystemEvent.kind == "event_rejected") == 0
+
+
 def deep(levels: int) -> dict[str, Any]:
     event: dict[str, Any] = purchase()
     for _ in range(levels):
@@ -183,7 +234,7 @@ def test_bad_events_are_rejected_with_reasons_and_the_worker_keeps_working(
         "not a dict": (["purchase", 1], "event: expected a JSON object, got array"),
         "not JSON": ("hello", "event: not valid JSON"),
         "missing fields": ({"type": "purchase", "model": "ctr"}, "features: missing"),
-        "unknown type": ({"type": "refund", "value": 1.0}, "type: expected 'purchase' or 'outcome', got 'refund'"),
+        "unknown type": ({"type": "refund", "value": 1.0}, "type: expected 'purchase', 'outcome' or 'prediction', got 'refund'"),
         # kombu's JSON carries NaN through as the bare token NaN and decodes it to float nan
         "NaN value": (good | {"value": float("nan")}, "value: nan is not a finite number"),
         "NaN feature": (good | {"features": {"hook_strength": float("nan")}}, "features.hook_strength: nan is not"),

@@ -13,14 +13,14 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from celery import Celery
-from retrainer.services.errors import BrokerUnreachable, DatabaseUnreachable, SchemaMissing
-from retrainer.tasks.app import make_app
-from retrainer.tasks.health import check_broker, check_database, explain_database_error
 
 from retrainer.config import Settings
 from retrainer.db import session_scope
 from retrainer.db.migrate import head_revision, upgrade
 from retrainer.demo.processes import ALL_QUEUES, CeleryProcess, child_env, start_worker, write_config
+from retrainer.services.errors import BrokerUnreachable, DatabaseUnreachable, SchemaMissing
+from retrainer.tasks.app import make_app
+from retrainer.tasks.health import check_broker, check_database, explain_database_error
 from tests.support import make_settings
 
 PASSWORD = "s3cret-Pw"

@@ -7,9 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
+
 from retrainer.tasks import inbox
 from retrainer.tasks.producer import send_event
-
 from tests.support import make_settings
 from tests.tasks.helpers import purchase
 

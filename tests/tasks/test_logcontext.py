@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import logging
 
-import retrainer.tasks.logcontext  # noqa: F401  (installs the record factory and the signal handlers)
 from celery.signals import task_postrun, task_prerun
+
+import retrainer.tasks.logcontext  # noqa: F401  (installs the record factory and the signal handlers)
 from retrainer.tasks.logcontext import LOG_FORMAT
 
 

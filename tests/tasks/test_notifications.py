@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from retrainer.tasks.enqueue import send_retrain
 
 from retrainer.db import session_scope
 from retrainer.db.records import ModelVersion, RunStatus, SystemEvent, TrainingRun
+from retrainer.tasks.enqueue import send_retrain
 from tests.support import make_settings, wait_until
 from tests.tasks.helpers import rows, seed_observations
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 
 from retrainer.db import (
     get_engine,
-    records,  # noqa: F401  (every table on the metadata)
+    records,
     session_scope,
 )
 from retrainer.db.base import Base
@@ -170,3 +171,111 @@ def test_utc_datetime_hands_back_aware_utc(db_url: str) -> None:
             sa.select(SystemEvent.id).where(SystemEvent.created_at > datetime(2024, 7, 1, 11, 0, tzinfo=UTC))
         ).all()
         assert later == [1]
+
+
+# --- 0004: a step-1 database upgraded in place, with data in it ---------------------------------
+
+STEP1_ROWS = {
+    "prediction_records": [
+        {"prediction_id": "p-1", "model": "ctr", "version_id": "ctr-v1", "features": '{"x": 1.0}',
+         "predicted": 0.03, "confidence": None, "hook_type": "question", "template_id": "t2", "actual": 0.04,
+         "error": 0.01, "status": "completed", "predicted_at": "2024-05-01 10:00:00", "completed_at": "2024-05-01 11:00:00"},
+        {"prediction_id": "p-2", "model": "ctr", "version_id": None, "features": '{"x": 2.0}',
+         "predicted": 0.05, "confidence": 0.7, "hook_type": None, "template_id": "t5", "actual": None,
+         "error": None, "status": "predicted", "predicted_at": "2024-05-01 10:05:00", "completed_at": None},
+    ],
+    "observations": [
+        {"model": "ctr", "event_id": "outcome:p-1", "features": '{"x": 1.0}', "label": 0.04,
+         "event_time": "2024-05-01 10:00:00", "source": "outcome", "created_at": "2024-05-01 11:00:00"},
+    ],
+    "model_versions": [
+        {"version_id": f"ctr-v{n}", "model": "ctr", "number": n, "family": "ctr", "algorithm": "xgboost",
+         "status": "active" if n == 2 else "archived", "is_production": n == 2, "trained_at": "2024-04-01 00:00:00",
+         "num_training_samples": 100, "training_duration_seconds": 1.5, "hyperparameters": "{}", "metrics": '{"mae": 0.01}',
+         "artifact_uri": f"/a/ctr-{n}.json", "artifact_sha256": "0" * 64, "library_versions": "{}",
+         "parent_version_id": "ctr-v1" if n == 2 else None, "previous_production_id": "ctr-v1" if n == 2 else None}
+        for n in (1, 2)
+    ],
+    "training_runs": [
+        {"run_id": "run-1", "model": "ctr", "version_id": "ctr-v2", "trigger": "manual", "source": "observations",
+         "fine_tune": False, "status": "completed", "outcome": "retrained", "started_at": "2024-04-01 00:00:00",
+         "promoted_to_production": True},
+    ],
+}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_step1_database_upgrades_in_place(request: pytest.FixtureRequest, backend: str) -> None:
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    upgrade(url, "0001")
+    engine = get_engine(url)
+    with engine.begin() as conn:  # as step 1 wrote them: plain SQL against the 0001 tables
+        for table, rows in STEP1_ROWS.items():
+            conn.execute(sa.table(table, *(sa.column(k) for k in rows[0])).insert(), rows)
+    upgrade(url)
+    assert current_revision(url) == _head()
+    with engine.connect() as conn:
+        preds = conn.execute(sa.text(
+            "SELECT prediction_id, segments, kind, proba, actual, error, status FROM prediction_records ORDER BY id"
+        )).all()
+        columns = {c["name"] for c in sa.inspect(conn).get_columns("prediction_records")}
+        id_types = {t: next(c["type"] for c in sa.inspect(conn).get_columns(t) if c["name"] == "id")
+                    for t in ("prediction_records", "observations", "system_events", "model_evaluations")}
+    segments = [s if isinstance(s, dict) else json.loads(s) for s in (p.segments for p in preds)]
+    assert segments == [{"hook_type": "question", "template_id": "t2"}, {"template_id": "t5"}]  # nulls left out
+    assert [(p.prediction_id, p.kind, p.proba, p.actual, p.status) for p in preds] == [
+        ("p-1", "regression", None, 0.04, "completed"), ("p-2", "regression", None, None, "predicted")]
+    assert not {"hook_type", "template_id"} & columns
+    if backend == "postgres":
+        assert all(isinstance(t, sa.BigInteger) for t in id_types.values()), id_types
+    with session_scope(url) as s:
+        record = s.scalar(sa.select(records.PredictionRecord).where(records.PredictionRecord.prediction_id == "p-1"))
+        assert record.segments == {"hook_type": "question", "template_id": "t2"} and record.features == {"x": 1.0}
+        assert s.scalar(sa.select(records.Observation.label)) == 0.04
+        v2 = s.get(ModelVersion, "ctr-v2")
+        assert (v2.is_production, v2.parent_version_id, v2.previous_production_id) == (True, "ctr-v1", "ctr-v1")
+        run = s.get(TrainingRun, "run-1")
+        assert (run.status, run.version_id, run.promoted_to_production) == (RunStatus.COMPLETED, "ctr-v2", True)
+        # new rows continue the old ids
+        s.add(records.PredictionRecord(prediction_id="p-3", model="ctr", features={}, predicted=1.0,
+                                       segments={"region": "eu"}))
+        s.flush()
+        assert s.scalar(sa.select(sa.func.max(records.PredictionRecord.id))) == 3
+
+
+def test_enum_columns_refuse_a_stray_value(db_url: str) -> None:
+    """The CHECK constraints hold for a row written around the ORM."""
+    with pytest.raises(IntegrityError), get_engine(db_url).begin() as conn:
+        conn.execute(sa.text("INSERT INTO training_runs (run_id, model, trigger, source, fine_tune, status, started_at,"
+                             " attempt, promoted_to_production) VALUES ('r', 'ctr', 'manual', 'observations', false,"
+                             " 'exploded', '2024-01-01 00:00:00', 0, false)"))
+    with pytest.raises(IntegrityError), get_engine(db_url).begin() as conn:
+        conn.execute(sa.text("INSERT INTO prediction_records (prediction_id, model, kind, features, predicted, segments,"
+                             " status, predicted_at) VALUES ('p', 'ctr', 'guess', '{}', 1.0, '{}', 'predicted',"
+                             " '2024-01-01 00:00:00')"))
+
+
+def test_enum_checks_are_named_after_their_column(db_url: str) -> None:
+    inspector = sa.inspect(get_engine(db_url))
+    names = {t: {c["name"] for c in inspector.get_check_constraints(t)}
+             for t in ("prediction_records", "model_versions", "retrain_requests", "training_runs")}
+    assert names == {
+        "prediction_records": {"ck_prediction_records_status", "ck_prediction_records_kind"},
+        "model_versions": {"ck_model_versions_status"},
+        "retrain_requests": {"ck_retrain_requests_trigger", "ck_retrain_requests_priority", "ck_retrain_requests_status"},
+        "training_runs": {"ck_training_runs_trigger", "ck_training_runs_status"},
+    }
+
+
+def test_versions_name_their_parent_by_foreign_key(db_url: str) -> None:
+    with pytest.raises(IntegrityError), session_scope(db_url) as s:
+        row = _version("ctr", 1)
+        row.parent_version_id = "ctr-v0-never-trained"
+        s.add(row)
+        s.flush()
+
+
+def test_prediction_kinds_are_the_families_live_kinds() -> None:
+    from retrainer.models.base import Live
+
+    assert {k.value for k in records.PredictionKind} == {k.value for k in Live}
