@@ -479,11 +479,7 @@ def ingest(
     if not no_retrain:
         _broker_answers()  # before anything is stored: stored rows whose retrain cannot be sent would wait
 
-    def progress(report: service.Report) -> None:
-        print(f"{file.name}: {report.rows} rows read, {report.stored} stored, {report.duplicates} already there, "
-              f"{report.rejected_count} rejected", file=sys.stderr)
-
-    with db() as session:
+    with db() as session, _progress(file, service.count_rows(file)) as progress:
         report = service.ingest(session, settings, model, file, label, time, id_column, retrain=not no_retrain,
                                 progress=progress)
     if report.enqueue is not None:  # after the commit: the worker must see the request
@@ -502,6 +498,29 @@ def ingest(
                    f"of {report.rows} rows" + (f"; retrain request {report.enqueue.request_id}" if report.enqueue else ""))
     if report.rejected_count:
         raise typer.Exit(1)
+
+
+@contextmanager
+def _progress(file: Path, total: int | None) -> Iterator[Any]:
+    """A progress bar on a terminal; elsewhere (a log, CI) one plain line per chunk."""
+    def line(report: Any) -> None:
+        print(f"{file.name}: {report.rows} rows read, {report.stored} stored, {report.duplicates} already there, "
+              f"{report.rejected_count} rejected", file=sys.stderr)
+
+    if not console.is_terminal:
+        yield line
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  TextColumn("{task.fields[note]}"), console=console) as bar:
+        task = bar.add_task(file.name, total=total, note="")
+
+        def advance(report: Any) -> None:
+            bar.update(task, completed=report.rows,
+                       note=f"{report.stored} stored, {report.duplicates} already there, {report.rejected_count} rejected")
+
+        yield advance
 
 
 def _fail(message: object, code: int) -> NoReturn:

@@ -96,6 +96,23 @@ def ingest(session: Session, settings: Settings, model: str, path: Path, label: 
     return report
 
 
+def count_rows(path: Path) -> int | None:
+    """The file's data rows, for a progress bar: a Parquet file's metadata, a CSV's line breaks (a
+    quoted field spanning lines counts twice: an estimate, at disk speed). None when unknown."""
+    try:
+        if path.suffix.lower() == ".parquet":
+            import pyarrow.parquet as pq
+
+            return pq.ParquetFile(path).metadata.num_rows
+        with path.open("rb") as f:
+            lines = sum(block.count(b"\n") for block in iter(lambda: f.read(1 << 20), b""))
+            f.seek(max(0, f.tell() - 1))
+            unterminated = f.read(1) not in (b"\n", b"")
+        return max(0, lines + unterminated - 1)  # less the header
+    except (ImportError, OSError):
+        return None
+
+
 def _reject(report: Report, line: int, why: str) -> None:
     report.rejected_count += 1
     if len(report.rejected) < SHOW_REJECTED:

@@ -207,3 +207,11 @@ def test_a_configured_schema_wins_over_the_production_one(tmp_path: Path, db_url
     assert recorded is not None and recorded["source"] == "configured"
     assert [(f["name"], f["type"]) for f in recorded["features"]] == [("plan", "categorical"), ("trial", "boolean")]
     assert result["unused_features"] == {"spend": 240}
+
+
+@pytest.mark.parametrize(("content", "rows"), [("a,y\n1,0\n2,1\n", 2), ("a,y\n1,0\n2,1", 2), ("a,y\n", 0), ("", 0)])
+def test_count_rows_gives_the_progress_bar_its_total(tmp_path: Path, content: str, rows: int) -> None:
+    path = tmp_path / "data.csv"
+    path.write_text(content)
+    assert ingest.count_rows(path) == rows
+    assert ingest.count_rows(tmp_path / "absent.csv") is None
