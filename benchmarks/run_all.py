@@ -30,8 +30,10 @@ def headline(name: str) -> str:
         return (f"bare {r['bare_loop']['median_msgs_per_s']:,.0f} msgs/s, worker path {w.get('events_per_s', 0):,.0f} ev/s, "
                 f"batch {r['batch_path']['median_events_per_s']:,.0f} ev/s = {r['ratio_batch_over_bare']['of_medians']:.1f}x "
                 f"bare; problems: {len(r['problems'])}")
-    return (f"pipeline {r['pipeline_seconds']['median']:.2f}s vs fit+predict {r['fit_predict_seconds']['median']:.2f}s "
-            f"= {r['ratio_pipeline_over_fit_predict']['of_medians']:.2f}x")
+    return "; ".join(  # one entry per size: rows -> pipeline vs fit+predict
+        f"{int(n):,} rows: pipeline {x['seconds']['pipeline']['median']:.2f}s vs fit+predict "
+        f"{x['seconds']['bare']['median']:.2f}s = {x['ratio_over_fit_predict']['pipeline']['of_medians']:.2f}x"
+        for n, x in r["sizes"].items())
 
 
 def main() -> int:

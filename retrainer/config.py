@@ -84,7 +84,7 @@ class AccuracyCheck(_Strict):
     metric: str | None = None
     threshold: float | None = Field(None, ge=0)
     mae_threshold: float | None = Field(None, ge=0, description="deprecated: {metric: mae, threshold: x}")
-    lookback_days: int = Field(7, gt=0)
+    lookback_days: int = Field(7, gt=0)  # in whole hours: the current hour and the N x 24 before it
     min_samples: int = Field(50, gt=0)
     # A retrain this recent suppresses another check-triggered one (stops a loop on a kept candidate).
     cooldown_hours: float = Field(12.0, ge=0)
@@ -129,11 +129,49 @@ class Promotion(_Strict):
         return v
 
 
+class QuerySource(_Strict):
+    """A read-only SQL query as a model's training rows (services/sources.py): its `label` and `time`
+    columns, optionally an `id` column; every other column is a feature, typed by the schema rules."""
+
+    query: str
+    database_url: SecretStr | None = None  # default: retrainer's own database; shown only masked
+    label: str
+    time: str
+    id: str | None = None
+
+    @field_validator("query", "label", "time")
+    @classmethod
+    def _named(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v.strip()
+
+    @field_validator("database_url")
+    @classmethod
+    def _database(cls, v: SecretStr | None) -> SecretStr | None:
+        if v is not None and _scheme(v.get_secret_value()) not in _DB_SCHEMES:  # the URL itself is never echoed
+            raise ValueError(f"unsupported URL scheme; use one of {', '.join(sorted(_DB_SCHEMES))}")
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> QuerySource:
+        named = [c for c in (self.label, self.time, self.id) if c]
+        if len(set(named)) != len(named):
+            raise ValueError("label, time and id must name different columns")
+        return self
+
+
 class Training(_Strict):
     test_fraction: float = Field(0.2, gt=0, lt=1)  # 80/20 time-ordered split
     min_samples: int = Field(50, gt=0)
     max_rows: int = Field(10_000, gt=0)  # most recent labelled rows used for a run
     time_limit_seconds: int = Field(1800, gt=0)
+    source: QuerySource | None = None  # None ("observations"): the observations table
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _observations(cls, v: Any) -> Any:
+        return None if v == "observations" else v
 
 
 FeatureKind = Literal["numeric", "categorical", "boolean"]  # models.base.FeatureType, which config may not import

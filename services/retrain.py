@@ -36,7 +36,17 @@ from retrainer.db.records import (
     Trigger,
 )
 from retrainer.models.base import ArtifactError, DataError, Family, Metrics, Prediction, family_class, load_family
-from retrainer.services import artifacts, audit, dataset, policy, registry, retrain_requests, run_lock, schema
+from retrainer.services import (
+    artifacts,
+    audit,
+    dataset,
+    policy,
+    registry,
+    retrain_requests,
+    run_lock,
+    schema,
+    sources,
+)
 
 SAMPLE_ROWS = 20
 
@@ -100,7 +110,8 @@ def retrain(
         _remove(written)  # a failure after the write (rows, swap, lost lock) must not leave the file
         message = f"{type(exc).__name__}: {exc}"
         try:
-            run_lock.finish(session, run_id, status=RunStatus.FAILED, outcome="error", error_message=message[:2000])
+            run_lock.finish(session, run_id, status=RunStatus.FAILED, outcome="error", error_message=message[:2000],
+                            source=_source(cfg))
             retrain_requests.close(session, request_id, RequestStatus.FAILED, message[:2000])
             audit.record(session, "decision", f"{model}: retrain {run_id} failed: {message[:500]}", model=model,
                          run_id=run_id, outcome="error")
@@ -108,6 +119,11 @@ def retrain(
         except run_lock.LostLock:
             session.rollback()
         return base | {"status": "error", "message": message}
+
+
+def _source(cfg: ModelConfig) -> str:
+    """What the run read its rows from, as training_runs.source records it."""
+    return "observations" if cfg.training.source is None else sources.KIND
 
 
 def _remove(paths: list[Path]) -> None:
@@ -120,10 +136,16 @@ def _train_and_decide(
     written: list[Path], heartbeat: run_lock.Heartbeat,
 ) -> dict[str, Any]:
     # 2 load + validate
-    raw = dataset.load(session, model, cfg.training.max_rows)
     # The rows are read through the schema the model's production version was trained on, unless the
-    # configuration names the features (services/schema.py: resolve).
-    used = schema.resolve(raw, cfg.features, schema.production(session, model))
+    # configuration names the features (services/schema.py: resolve). Known before the rows are, it
+    # lets the load read only those columns, typed (services/columnar.py).
+    production = schema.production(session, model)
+    if cfg.training.source is not None:  # the user's own query (services/sources.py)
+        raw = sources.load(session, model, cfg.training.source, cfg.training.max_rows,
+                           "row_id", dataset.TIME, dataset.LABEL)
+    else:
+        raw = dataset.load(session, model, cfg.training.max_rows, schema.known(cfg.features, production))
+    used = schema.resolve(raw, cfg.features, production)
     valid = dataset.validate(raw, used, needs_time=family_class(cfg.family).needs_time)
     frame = valid.frame
     note = valid.unused_note()
@@ -134,7 +156,7 @@ def _train_and_decide(
         if note:
             message += f"; {note}"
         run_lock.finish(session, run_id, status=RunStatus.SKIPPED, outcome="insufficient_data",
-                        dataset_size=len(frame), error_message=message)
+                        dataset_size=len(frame), error_message=message, source=_source(cfg))
         retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
         audit.record(session, "decision", f"{model}: {message}", model=model, run_id=run_id, outcome="insufficient_data")
         return {"status": "insufficient_data", "count": len(frame), "message": message, "unused_features": valid.unused}
@@ -209,7 +231,7 @@ def _train_and_decide(
         metrics=cand_metrics.storable(), old_metrics=champ_metrics.storable() if champ_metrics else None,
         promoted_to_production=decision.promote,
         improvement_percentage=None if decision.improvement_pct is None else _finite(decision.improvement_pct),
-        promotion_reason=reason,
+        promotion_reason=reason, source=_source(cfg),
     )
     retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
     audit.record(

@@ -149,7 +149,7 @@ def _typed(column: pd.Series | None, f: Feature, rows: int) -> tuple[Any, np.nda
         return values, ok
     if f.type is FeatureType.BOOLEAN:
         ok = kinds == BOOLEAN
-        return np.where(ok, column.to_numpy(), False).astype(bool), ok
+        return np.where(ok, column.to_numpy(dtype=object, na_value=False), False).astype(bool), ok
     ok = kinds == STRING
     text = column.where(ok)
     seen = set(text.dropna().unique()) - set(f.categories)
@@ -160,8 +160,8 @@ def _kinds(column: pd.Series) -> np.ndarray:
     """Per value, its kind code (MISSING, NUMBER, BOOLEAN, STRING, OTHER). A typed column answers at
     once; an object column (JSON's mixed values) costs one `map(type)`."""
     dtype, missing = column.dtype, column.isna().to_numpy()
-    if pd.api.types.is_bool_dtype(dtype):
-        return np.full(len(column), BOOLEAN, dtype=np.int8)
+    if pd.api.types.is_bool_dtype(dtype):  # numpy bool, or pandas "boolean" with <NA> (a columnar load)
+        return np.where(missing, MISSING, BOOLEAN).astype(np.int8)
     if pd.api.types.is_numeric_dtype(dtype):
         return np.where(missing, MISSING, NUMBER).astype(np.int8)
     if isinstance(dtype, pd.CategoricalDtype) or (pd.api.types.is_string_dtype(dtype) and dtype != object):
@@ -247,6 +247,18 @@ def from_config(features: list[str] | dict[str, str], frame: pd.DataFrame,
     prior = {f.name: f for f in production.features} if production else {}
     return FeatureSchema(tuple(prior.get(n) or inferred.get(n) or Feature(n, FeatureType.NUMERIC) for n in names),
                          "configured")
+
+
+def known(configured: list[str] | dict[str, str] | None, production: FeatureSchema | None) -> FeatureSchema | None:
+    """The features a run will read and their types when they are known before any row is read
+    (a typed configuration, or names the production schema types, or the production schema), so
+    the rows can be loaded column by column; None when the types must be inferred from the rows."""
+    prior = {f.name: f for f in production.features} if production else {}
+    if isinstance(configured, dict):
+        return FeatureSchema(tuple(Feature(n, FeatureType(t)) for n, t in configured.items()), "configured")
+    if configured is not None:
+        return FeatureSchema(tuple(prior[n] for n in configured), "configured") if set(configured) <= set(prior) else None
+    return FeatureSchema(production.features, "production") if production else None
 
 
 def resolve(frame: pd.DataFrame, configured: list[str] | dict[str, str] | None,

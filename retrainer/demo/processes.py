@@ -25,6 +25,10 @@ def write_config(settings: Settings | dict[str, Any], path: Path) -> Path:
         data = settings.model_dump(mode="json")
         if settings.slack_webhook_url is not None:
             data["slack_webhook_url"] = settings.slack_webhook_url.get_secret_value()
+        for name, cfg in settings.models.items():  # a training query's database URL is a secret too
+            source = cfg.training.source
+            if source is not None and source.database_url is not None:
+                data["models"][name]["training"]["source"]["database_url"] = source.database_url.get_secret_value()
     else:
         data = settings
     path.parent.mkdir(parents=True, exist_ok=True)

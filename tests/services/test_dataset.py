@@ -263,3 +263,16 @@ def test_zero_features_only_for_a_family_that_reads_the_time() -> None:
     assert list(dataset.validate(f, None, needs_time=True).frame.columns) == ["row_id", TIME, LABEL]
     with pytest.raises(DataError, match="no usable feature"):
         dataset.validate(f, None)
+
+
+def test_holdout_hash_is_over_the_ids_and_labels_bytes() -> None:
+    """Version 2 of the holdout hash: sha256 of b"holdout-v2", the int64 ids and the float64 labels."""
+    import hashlib
+
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    labels = np.array([0.5, -0.0, 1e-300, 0.1 + 0.2, 7.0, 1e15])
+    f = pd.DataFrame({"row_id": np.arange(6) + 10**12, TIME: [t0 + timedelta(minutes=i) for i in range(6)], LABEL: labels})
+    _, test, holdout = dataset.split(f, 0.5)
+    expected = hashlib.sha256(b"holdout-v2" + np.arange(3, 6, dtype="<i8").__add__(10**12).tobytes()
+                              + labels[3:].astype("<f8").tobytes()).hexdigest()
+    assert holdout.hash == expected and list(test["row_id"]) == [10**12 + 3, 10**12 + 4, 10**12 + 5]
