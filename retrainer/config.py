@@ -84,7 +84,7 @@ class AccuracyCheck(_Strict):
     metric: str | None = None
     threshold: float | None = Field(None, ge=0)
     mae_threshold: float | None = Field(None, ge=0, description="deprecated: {metric: mae, threshold: x}")
-    lookback_days: int = Field(7, gt=0)  # in whole hours: the current hour and the N x 24 before it
+    lookback_days: int = Field(7, gt=0)  # exactly N x 24 h back from now (services/accuracy.py `window`)
     min_samples: int = Field(50, gt=0)
     # A retrain this recent suppresses another check-triggered one (stops a loop on a kept candidate).
     cooldown_hours: float = Field(12.0, ge=0)
@@ -262,6 +262,8 @@ class Settings(BaseSettings):
     worker_threads: int = Field(1, ge=1)  # XGBoost/OpenMP threads per worker child process
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {"ctr": ModelConfig()})
     recovery: Recovery = Field(default_factory=Recovery)
+    # How often beat compacts training rows into columnar blocks (PostgreSQL; services/blocks.py)
+    compact_every_seconds: int = Field(300, gt=0)
 
     @classmethod
     def settings_customise_sources(

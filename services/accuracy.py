@@ -1,14 +1,19 @@
-"""Live accuracy from prediction records, aggregated by the database (one SQL query, no row loading).
+"""Live accuracy from the hourly rollup (services/live_rollup.py), no row loading and no scan.
 
 What is computed follows the model family's live kind (retrainer.models.base.LIVE_METRICS):
 - regression: MAE, RMSE, R² and the share within ±20 % of the actual;
 - classification: accuracy (share of right classes) and, when the window holds only classes 0 and
   1, precision and recall of class 1;
 - forecast (hours): MAE, RMSE and the shares within 6, 12 and 24 h.
-Shares are fractions. R² comes from sums (n, Σy, Σy², Σe²) and RMSE from the mean square, so SQLite,
-which has no SQRT or VARIANCE, computes them too. Log loss is not computed live: it needs the
-logarithm of a JSON member picked by each row's class, which SQLite has only when built with its
-math functions; the family's own evaluation reports it on the holdout.
+Shares are fractions. Every metric comes from additive sums (n, Σ|e|, Σe², Σy, Σy², counts), so
+hours add up, and SQLite, which has no SQRT or VARIANCE, computes them too.
+
+The window is exact: `lookback_days` back from `until`, to the microsecond. The whole hours inside it
+come from the rollup (~170 rows for 7 days, whatever the traffic); the two partial hours at its edges,
+together one hour of records, from the records themselves, with the same sums. A breakdown by a
+segment key scans the window's records. Log loss is not computed live: it needs the logarithm of a
+JSON member picked by each row's class, which SQLite has only when built with its math functions;
+the family's own evaluation reports it on the holdout.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import sqlalchemy as sa
@@ -23,13 +29,11 @@ from sqlalchemy.orm import Session
 
 from retrainer import clock
 from retrainer.config import AccuracyCheck
-from retrainer.db.records import PredictionRecord, PredictionStatus, TrainingRun
+from retrainer.db.records import PredictionKind, PredictionRecord, PredictionStatus, TrainingRun
 from retrainer.models.base import LIVE_METRICS, Live, family_class, live_check
-from retrainer.services import registry, validation
+from retrainer.services import live_rollup, registry, validation
 
 P = PredictionRecord
-WITHIN_FRACTION = 0.20  # regression: "accurate" = within ±20 % of the actual value
-WITHIN_HOURS = (6, 12, 24)  # forecast
 
 
 @dataclass(frozen=True)
@@ -49,86 +53,150 @@ def _ratio(num: Any, den: Any) -> float | None:
     return float(num) / float(den) if den else None
 
 
-def _share(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
-    return sa.func.avg(sa.case((condition, 1.0), else_=0.0))
+TICK = timedelta(microseconds=1)  # the resolution of a stored timestamp (PostgreSQL, SQLite text, Python)
 
 
-def _aggregates(kind: Live) -> list[sa.ColumnElement[Any]]:
-    n = sa.func.count().label("n")
-    if kind == Live.CLASSIFICATION:
-        hit = sa.case((P.actual == P.predicted, 1), else_=0)
-        both_one = sa.case(((P.actual == 1) & (P.predicted == 1), 1), else_=0)
-        return [
-            n,
-            sa.func.avg(hit * 1.0).label("accuracy"),
-            sa.func.sum(both_one).label("tp"),
-            sa.func.sum(sa.case((P.predicted == 1, 1), else_=0)).label("pred1"),
-            sa.func.sum(sa.case((P.actual == 1, 1), else_=0)).label("act1"),
-            sa.func.sum(sa.case(((P.actual > 1) | (P.predicted > 1), 1), else_=0)).label("other"),
-        ]
+def window(until: datetime, lookback_days: float) -> tuple[datetime, datetime]:
+    """[since, end): from exactly `lookback_days` before `until` to `until` itself, included."""
+    until = clock.as_utc(until)
+    return until - timedelta(days=lookback_days), until + TICK
+
+
+def _pieces(since: datetime, end: datetime) -> tuple[tuple[datetime, datetime] | None, list[tuple[datetime, datetime]]]:
+    """The window cut into the whole hours the rollup answers (first and last hour start, or None) and
+    the partial ranges at its edges that the records answer ([start, stop) each)."""
+    first = live_rollup.hour_of(since)
+    if first < since:
+        first += timedelta(hours=1)  # the first hour that starts inside the window
+    stop = live_rollup.hour_of(end - TICK)  # the last hour, which holds `until`, is partial
+    if first >= stop:
+        return None, [(since, end)]
+    return (first, stop - timedelta(hours=1)), [(since, first), (stop, end)]
+
+
+def _edges(ranges: list[tuple[datetime, datetime]]) -> sa.ColumnElement[bool]:
+    return sa.or_(*[(P.predicted_at >= a) & (P.predicted_at < b) for a, b in ranges if a < b])
+
+
+def _add(*rows: Any) -> SimpleNamespace:
+    """Sums of the same names added (a missing or NULL sum is 0)."""
+    return SimpleNamespace(**{c: sum(float(getattr(r, c, 0) or 0) for r in rows) for c in live_rollup.SUMS})
+
+
+def raw_where(model: str, since: datetime, end: datetime, kind: Live,
+              version_id: str | None = None, ranges: list[tuple[datetime, datetime]] | None = None,
+              ) -> list[sa.ColumnElement[bool]]:
+    """The completed records of [since, end) (or of `ranges`). Only rows of the kind asked for: a record
+    keeps the kind it was served with, so a model whose family changed is not measured with the wrong
+    formulas."""
+    where = [P.model == model, P.status == PredictionStatus.COMPLETED, P.kind == PredictionKind(kind.value),
+             _edges(ranges or [(since, end)])]
+    if version_id is not None:
+        where.append(P.version_id == version_id)
+    return where
+
+
+def _count(condition: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
+    return sa.func.sum(sa.case((condition, 1), else_=0))
+
+
+def raw_sums(kind: Live) -> list[sa.ColumnElement[Any]]:
+    """The rollup's sums (live_rollup.SUMS) computed over prediction_records: what a breakdown by a
+    segment key reads, and the reference the rollup is tested against."""
     err = P.actual - P.predicted
-    cols = [n, sa.func.avg(sa.func.abs(err)).label("mae"), sa.func.avg(err * err).label("mse")]
+    if kind == Live.CLASSIFICATION:
+        return [
+            sa.func.count().label("n"),
+            _count(P.actual == P.predicted).label("correct"),
+            _count((P.actual == 1) & (P.predicted == 1)).label("true_pos"),
+            _count(P.predicted == 1).label("pred_pos"),
+            _count(P.actual == 1).label("actual_pos"),
+            _count((P.actual > 1) | (P.predicted > 1)).label("non_binary"),
+        ]
+    cols = [sa.func.count().label("n"), sa.func.sum(sa.func.abs(err)).label("sum_abs_err"),
+            sa.func.sum(err * err).label("sum_sq_err")]
     if kind == Live.FORECAST:
-        return cols + [_share(sa.func.abs(err) <= h).label(f"within_{h}h") for h in WITHIN_HOURS]
+        return cols + [_count(sa.func.abs(err) <= h).label(f"within_{h}h") for h in live_rollup.WITHIN_HOURS]
     return cols + [
-        sa.func.sum(P.actual).label("sy"),
-        sa.func.sum(P.actual * P.actual).label("syy"),
-        sa.func.sum(err * err).label("sse"),
-        _share(sa.func.abs(err) <= WITHIN_FRACTION * sa.func.abs(P.actual)).label("within_20pct"),
+        sa.func.sum(P.actual).label("sum_y"),
+        sa.func.sum(P.actual * P.actual).label("sum_yy"),
+        _count(sa.func.abs(err) <= live_rollup.WITHIN_FRACTION * sa.func.abs(P.actual)).label("within_20pct"),
     ]
 
 
-def _to_accuracy(kind: Live, row: Any) -> Accuracy:
+def from_sums(kind: Live, row: Any) -> Accuracy:
+    """The kind's live metrics from the additive sums (a rollup row or raw_sums)."""
     n = int(row.n or 0)
     if n == 0:
         return Accuracy(kind, 0, dict.fromkeys(LIVE_METRICS[kind]))
     if kind == Live.CLASSIFICATION:
-        binary = not row.other  # only classes 0 and 1 in the window: class 1 is "positive"
+        binary = not row.non_binary  # only classes 0 and 1 in the window: class 1 is "positive"
         return Accuracy(kind, n, {
-            "accuracy": float(row.accuracy),
-            "precision": _ratio(row.tp, row.pred1) if binary else None,
-            "recall": _ratio(row.tp, row.act1) if binary else None,
+            "accuracy": float(row.correct) / n,
+            "precision": _ratio(row.true_pos, row.pred_pos) if binary else None,
+            "recall": _ratio(row.true_pos, row.actual_pos) if binary else None,
         })
-    values = {"mae": float(row.mae), "rmse": math.sqrt(max(float(row.mse), 0.0))}
+    values = {"mae": float(row.sum_abs_err) / n, "rmse": math.sqrt(max(float(row.sum_sq_err) / n, 0.0))}
     if kind == Live.FORECAST:
-        return Accuracy(kind, n, values | {f"within_{h}h": float(row._mapping[f"within_{h}h"]) for h in WITHIN_HOURS})
-    sst = float(row.syy) - float(row.sy) ** 2 / n
-    values["r2"] = 1.0 - float(row.sse) / sst if sst > 1e-15 else None
-    return Accuracy(kind, n, values | {"within_20pct": float(row.within_20pct)})
-
-
-def _window(model: str, since: datetime, until: datetime, version_id: str | None) -> list[sa.ColumnElement[bool]]:
-    where = [P.model == model, P.status == PredictionStatus.COMPLETED, P.predicted_at >= since, P.predicted_at <= until]
-    if version_id is not None:
-        where.append(P.version_id == version_id)
-    return where
+        return Accuracy(kind, n, values | {f"within_{h}h": float(getattr(row, f"within_{h}h")) / n
+                                           for h in live_rollup.WITHIN_HOURS})
+    sst = float(row.sum_yy) - float(row.sum_y) ** 2 / n
+    values["r2"] = 1.0 - float(row.sum_sq_err) / sst if sst > 1e-15 else None
+    return Accuracy(kind, n, values | {"within_20pct": float(row.within_20pct) / n})
 
 
 def live_accuracy(
     session: Session, model: str, lookback_days: float = 7, version_id: str | None = None,
     until: datetime | None = None, *, kind: Live,
 ) -> Accuracy:
-    until = until or clock.now()
-    since = until - timedelta(days=lookback_days)
-    row = session.execute(sa.select(*_aggregates(kind)).where(*_window(model, since, until, version_id))).one()
-    return _to_accuracy(kind, row)
+    """Live accuracy over the exact window (see `window`): whole hours from the rollup, the edges from
+    the records."""
+    since, end = window(until or clock.now(), lookback_days)
+    hours, edges = _pieces(since, end)
+    rows = [session.execute(sa.select(*raw_sums(kind)).where(
+        *raw_where(model, since, end, kind, version_id, ranges=edges))).one()]
+    if hours is not None:
+        rows += live_rollup.totals(session, model, PredictionKind(kind.value), *hours, version_id)
+    return from_sums(kind, _add(*rows))
+
+
+def raw_live_accuracy(
+    session: Session, model: str, lookback_days: float = 7, version_id: str | None = None,
+    until: datetime | None = None, *, kind: Live,
+) -> Accuracy:
+    """The same figures by scanning prediction_records (the path before the rollup; a reference)."""
+    since, end = window(until or clock.now(), lookback_days)
+    row = session.execute(sa.select(*raw_sums(kind)).where(*raw_where(model, since, end, kind, version_id))).one()
+    return from_sums(kind, row)
 
 
 def breakdown(
     session: Session, model: str, by: str, lookback_days: float = 7, until: datetime | None = None, *, kind: Live,
 ) -> dict[str, Accuracy]:
-    """Live accuracy per value of a segment key (rows without that key are left out), or per version_id."""
+    """Live accuracy per version_id (from the rollup; rows without a version left out), or per value of
+    a segment key (rows without that key left out). Segments are free keys, any of which a caller may
+    group by, so no rollup can hold them all: that breakdown scans the window's raw records."""
     by = validation.text(by, "by", 64)
-    # JSON member as text: json_extract on SQLite, ->> on PostgreSQL
-    column = P.version_id if by == "version_id" else P.segments[by].as_string()
-    until = until or clock.now()
+    since, end = window(until or clock.now(), lookback_days)
+    if by == "version_id":
+        hours, edges = _pieces(since, end)
+        parts: dict[str, list[Any]] = {}
+        raw = session.execute(sa.select(P.version_id.label("segment"), *raw_sums(kind))
+                              .where(*raw_where(model, since, end, kind, ranges=edges), P.version_id.is_not(None))
+                              .group_by(P.version_id)).all()
+        rolled = [] if hours is None else live_rollup.totals(session, model, PredictionKind(kind.value), *hours,
+                                                             by_version=True)
+        for r in [*raw, *rolled]:
+            parts.setdefault(str(r.segment), []).append(r)
+        return {version: from_sums(kind, _add(*rows)) for version, rows in sorted(parts.items())}
+    column = P.segments[by].as_string()  # JSON member as text: json_extract on SQLite, ->> on PostgreSQL
     rows = session.execute(
-        sa.select(column.label("segment"), *_aggregates(kind))
-        .where(*_window(model, until - timedelta(days=lookback_days), until, None), column.is_not(None))
+        sa.select(column.label("segment"), *raw_sums(kind))
+        .where(*raw_where(model, since, end, kind), column.is_not(None))
         .group_by(column)
         .order_by(column)
     ).all()
-    return {str(r.segment): _to_accuracy(kind, r) for r in rows}
+    return {str(r.segment): from_sums(kind, r) for r in rows}
 
 
 def _reference_keys(family: str, acc: Accuracy) -> dict[str, Any]:

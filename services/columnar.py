@@ -41,6 +41,18 @@ def load(session: Session, model: str, max_rows: int, used: FeatureSchema,
          row_id: str, time: str, label: str) -> pd.DataFrame:
     """The newest `max_rows` observations inside the event window, oldest first: the row id, time
     (UTC), label and one typed column per schema feature that some row carries."""
+    raw = read(session, model, max_rows, used)
+    if raw is None:
+        frame = pd.DataFrame(columns=[row_id, time, label])
+        frame.attrs |= {"problems": {}, "unused": {}}
+        return frame
+    return _frame(raw, used, row_id, time, label)
+
+
+def read(session: Session, model: str, max_rows: int, used: FeatureSchema,
+         ids: sql.Composable = sql.SQL("TRUE")) -> pd.DataFrame | None:
+    """The raw columns of the newest `max_rows` rows inside the window whose id satisfies `ids`, newest
+    first: id, time (us), label, rest (NaN: features not an object) and each feature's JSON text f<i>."""
     names = used.names
     earliest, latest = validation.EARLIEST, clock.now() + validation.MAX_AHEAD
     query = sql.SQL(
@@ -50,11 +62,11 @@ def load(session: Session, model: str, max_rows: int, used: FeatureSchema,
         "WHERE jsonb_typeof(value) <> 'null')::text, '{{}}') "
         "END{columns} "
         "FROM (SELECT id, event_time, label, features FROM observations WHERE model = {model} "
-        "AND event_time BETWEEN {earliest} AND {latest} ORDER BY event_time DESC, id DESC LIMIT {limit}) newest"
+        "AND event_time BETWEEN {earliest} AND {latest} AND ({ids}) ORDER BY event_time DESC, id DESC LIMIT {limit}) newest"
         ") TO STDOUT (FORMAT csv, NULL {null})"
     ).format(
         names=sql.SQL("{}::text[]").format(sql.Literal(names)), model=sql.Literal(model), earliest=sql.Literal(earliest),
-        latest=sql.Literal(latest), limit=sql.Literal(max_rows), null=sql.Literal(NULL),
+        latest=sql.Literal(latest), limit=sql.Literal(max_rows), null=sql.Literal(NULL), ids=ids,
         columns=sql.SQL("").join(sql.SQL(", features -> {}").format(sql.Literal(n)) for n in names),
     )
     driver = session.connection().connection.driver_connection  # the session's own transaction
@@ -63,14 +75,15 @@ def load(session: Session, model: str, max_rows: int, used: FeatureSchema,
         for block in copy:  # one CSV row per block, released at once (a join would hold them all)
             buffer += block
     if not buffer:
-        frame = pd.DataFrame(columns=[row_id, time, label])
-        frame.attrs |= {"problems": {}, "unused": {}}
-        return frame
+        return None
     meta = ["id", "time", "label", "rest"]
     columns = [*meta, *(f"f{i}" for i in range(len(names)))]
-    raw = pd.read_csv(io.BytesIO(buffer), header=None, names=columns, keep_default_na=False,
-                      na_values={c: [NULL] for c in columns}, dtype={"rest": object} | {
-                          f"f{i}": object for i, f in enumerate(used.features) if f.type is not FeatureType.NUMERIC})
+    return pd.read_csv(io.BytesIO(buffer), header=None, names=columns, keep_default_na=False,
+                       na_values={c: [NULL] for c in columns}, dtype={"rest": object} | {
+                           f"f{i}": object for i, f in enumerate(used.features) if f.type is not FeatureType.NUMERIC})
+
+
+def _frame(raw: pd.DataFrame, used: FeatureSchema, row_id: str, time: str, label: str) -> pd.DataFrame:
     undecodable = raw["rest"].isna().to_numpy()
     problems = {"features": int(undecodable.sum())} if undecodable.any() else {}
     raw = raw[~undecodable].iloc[::-1].reset_index(drop=True)  # newest first from SQL; oldest first here

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from retrainer import clock
 from retrainer.db.records import Observation
 from retrainer.models.base import DataError
-from retrainer.services import columnar, schema, validation
+from retrainer.services import block_load, columnar, schema, validation
 from retrainer.services.schema import FeatureSchema
 
 LABEL = "label"  # the frame column that holds the target
@@ -64,7 +64,8 @@ def load(session: Session, model: str, max_rows: int, features: FeatureSchema | 
     outside = session.scalar(sa.select(sa.func.count()).where(Observation.model == model, outside_window))
     problems = {"event_time": outside} if outside else {}
     if features is not None and columnar.usable(session):
-        frame = columnar.load(session, model, max_rows, features, "row_id", TIME, LABEL)
+        # compacted blocks first (services/blocks.py), the JSONB for the ids they do not cover
+        frame = block_load.load(session, model, max_rows, features, "row_id", TIME, LABEL)
         frame.attrs["problems"] = problems | frame.attrs["problems"]
         return frame
     # Features come back as JSON text and are decoded in ONE json.loads of the whole column:

@@ -21,7 +21,7 @@ from retrainer import clock
 from retrainer.config import Settings
 from retrainer.db import TRANSIENT_ERRORS
 from retrainer.db.records import Observation, PredictionRecord
-from retrainer.services import audit, predictions, retrain_requests, validation
+from retrainer.services import audit, live_rollup, predictions, retrain_requests, validation
 from retrainer.services.errors import InvalidEvent, PredictionNotFound
 from retrainer.services.retrain_requests import Enqueue
 
@@ -221,11 +221,14 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
     result.duplicates += len(rows) - len(inserted) - len(failed)
     result.rejected += [(positions[row], reason) for row, reason in failed]
     _store_predictions(session, settings, events, result)  # before outcomes: one may name one of them
+    rollup = live_rollup.Batch()  # the outcomes' live-accuracy changes, one UPSERT per hour bucket at the end
     for i, event in enumerate(events):
         if isinstance(event, OutcomeEvent):
             try:
                 with session.begin_nested():
-                    predictions.record_outcome(session, event.prediction_id, event.value, at=event.occurred_at)
+                    predictions.record_outcome(session, event.prediction_id, event.value, at=event.occurred_at,
+                                               rollup=rollup)
+                rollup.keep()  # the savepoint held: its change counts
                 result.stored += 1
             except PredictionNotFound as exc:  # the rest of the batch still lands
                 result.rejected.append((i, str(exc)))
@@ -233,6 +236,7 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
                 if isinstance(exc, TRANSIENT_ERRORS):
                     raise
                 result.rejected.append((i, _refused(exc)))
+    rollup.write(session)
     result.rejected.sort()
     per_model: dict[str, int] = {}
     for name in inserted:  # a duplicate (re-delivered) event asks for no retrain of its own

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from retrainer import clock
 from retrainer.db.records import Observation, PredictionKind, PredictionRecord, PredictionStatus
 from retrainer.models.base import Live, family_class
-from retrainer.services import registry, validation
+from retrainer.services import live_rollup, registry, validation
 from retrainer.services.errors import InvalidEvent, NoProductionVersion, PredictionNotFound
 
 # The event definitions (services/validation.py): a prediction's features and values pass the same
@@ -156,8 +156,10 @@ def _error(kind: PredictionKind, actual: float, predicted: float) -> float:
     return abs(actual - predicted)
 
 
-def record_outcome(session: Session, prediction_id: str, actual: float, at: datetime | None = None) -> PredictionRecord:
-    """Attach the real outcome; idempotent for the same value (a re-delivered event changes nothing)."""
+def record_outcome(session: Session, prediction_id: str, actual: float, at: datetime | None = None,
+                   rollup: live_rollup.Batch | None = None) -> PredictionRecord:
+    """Attach the real outcome; idempotent for the same value (a re-delivered event changes nothing).
+    The live-accuracy rollup is updated at once, or staged into `rollup` (a batch; see live_rollup.Batch)."""
     actual = check_value(actual, "actual")
     prediction_id = validation.text(prediction_id, "prediction_id", validation.MAX_ID_CHARS)
     at = None if at is None else validation.moment(at, "at")
@@ -172,6 +174,13 @@ def record_outcome(session: Session, prediction_id: str, actual: float, at: date
         return record
     when = at or clock.now()
     corrected = record.status == PredictionStatus.COMPLETED  # a later, different value replaces the first
+    # The hourly rollup moves with the record, in this transaction: new contributions less the old ones.
+    key = live_rollup.bucket(record.model, record.version_id, record.predicted_at, record.kind)
+    delta = live_rollup.change(record.kind, record.predicted, actual, previous=record.actual if corrected else None)
+    if rollup is None:
+        live_rollup.add(session, key, delta)
+    else:
+        rollup.stage(key, delta)
     record.actual, record.error = actual, _error(record.kind, actual, record.predicted)
     record.status, record.completed_at = PredictionStatus.COMPLETED, when
     # The training row is keyed by the prediction, so a correction updates it instead of adding one.

@@ -10,7 +10,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from retrainer.config import get_settings
 from retrainer.db.records import Trigger
-from retrainer.services import accuracy, reconcile, retrain_requests
+from retrainer.services import accuracy, blocks, reconcile, retrain_requests
 from retrainer.tasks import inbox
 from retrainer.tasks.app import app
 from retrainer.tasks.base import RetrainerTask
@@ -61,6 +61,22 @@ def reconcile_state(self: RetrainerTask) -> None:
     resent = _resend_events(self)
     if repairs or resent:
         log.info("reconciled: %s", {k: v for k, v in repairs.as_dict().items() if v} | {"resent_events": resent})
+
+
+@app.task(name="checks.compact_observations", base=RetrainerTask, bind=True, ignore_result=True,
+          soft_time_limit=600, time_limit=900)
+def compact_observations(self: RetrainerTask) -> int:
+    """Each model's training rows into columnar blocks (services/blocks.py), off every retrain's path: a
+    retrain reads the blocks and only the rows since. PostgreSQL only; the embedded SQLite keeps the row path."""
+    written = 0
+    for model in get_settings().models:
+        with self.session() as session:
+            if session.get_bind().dialect.name != "postgresql":
+                return 0
+            written += (n := blocks.compact(session, model))
+        if n:
+            log.info("compacted %s: %d block(s) written", model, n)
+    return written
 
 
 def _resend_events(task: RetrainerTask) -> int:

@@ -33,4 +33,9 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "task": "checks.reconcile", "schedule": schedule(run_every=timedelta(seconds=every)),
         "options": {"queue": "checks", "expires": every},
     }
+    every = settings.compact_every_seconds
+    entries["compact-observations"] = {  # training rows into columnar blocks (services/blocks.py)
+        "task": "checks.compact_observations", "schedule": schedule(run_every=timedelta(seconds=every)),
+        "options": {"queue": "checks", "expires": every},
+    }
     return entries

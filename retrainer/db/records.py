@@ -99,11 +99,53 @@ class PredictionRecord(Base):
     completed_at: Mapped[datetime | None]
 
 
+NO_VERSION = ""  # live_accuracy_hours.version_id of a prediction logged without one
+
+
+class LiveAccuracyHour(Base):
+    """Additive sums of every live metric per model, version, hour of predicted_at and kind: what
+    services/accuracy.py reads instead of scanning prediction_records. Kept by record_outcome in the
+    outcome's own transaction (services/live_rollup.py), so it always equals the completed records.
+
+    The bucket is the primary key. A prediction without a version is stored under NO_VERSION ('',
+    which validation never lets a version id be): NULLs are distinct in a unique index on both
+    PostgreSQL (before NULLS NOT DISTINCT) and SQLite, so ON CONFLICT would never meet them."""
+
+    __tablename__ = "live_accuracy_hours"
+
+    model: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    version_id: Mapped[str] = mapped_column(sa.String(120), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(primary_key=True)  # the start of the hour (UTC)
+    kind: Mapped[PredictionKind] = mapped_column(enum_column(PredictionKind, "kind"), primary_key=True)
+    n: Mapped[int] = mapped_column(sa.BigInteger)
+    # regression and forecast: e = actual - predicted
+    sum_abs_err: Mapped[float]
+    sum_sq_err: Mapped[float]
+    sum_y: Mapped[float]  # regression: for R²
+    sum_yy: Mapped[float]
+    within_20pct: Mapped[int] = mapped_column(sa.BigInteger)
+    within_6h: Mapped[int] = mapped_column(sa.BigInteger)
+    within_12h: Mapped[int] = mapped_column(sa.BigInteger)
+    within_24h: Mapped[int] = mapped_column(sa.BigInteger)
+    # classification: right class; class 1 predicted and actual (precision/recall); a class above 1
+    correct: Mapped[int] = mapped_column(sa.BigInteger)
+    true_pos: Mapped[int] = mapped_column(sa.BigInteger)
+    pred_pos: Mapped[int] = mapped_column(sa.BigInteger)
+    actual_pos: Mapped[int] = mapped_column(sa.BigInteger)
+    non_binary: Mapped[int] = mapped_column(sa.BigInteger)
+
+
 class Observation(Base):
     """A labelled row producers write (a purchase, a recorded outcome): the default training source."""
 
     __tablename__ = "observations"
-    __table_args__ = (sa.Index("ix_observations_model_event_time", "model", "event_time"),)
+    __table_args__ = (
+        sa.Index("ix_observations_model_event_time", "model", "event_time"),
+        sa.Index("ix_observations_model_id", "model", "id"),  # a block's ids counted index-only (services/blocks.py)
+        # only rows whose label was rewritten (updated_at is NULL on insert): a tiny index
+        sa.Index("ix_observations_model_updated_at", "model", "updated_at",
+                 postgresql_where=sa.text("updated_at IS NOT NULL"), sqlite_where=sa.text("updated_at IS NOT NULL")),
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     model: Mapped[str] = mapped_column(sa.String(100))
@@ -113,6 +155,30 @@ class Observation(Base):
     event_time: Mapped[datetime]
     source: Mapped[str] = mapped_column(sa.String(32))
     created_at: Mapped[datetime] = mapped_column(default=_now)
+    # Set by every UPDATE (a corrected label): a compacted block overlays the labels of rows updated after it.
+    updated_at: Mapped[datetime | None] = mapped_column(onupdate=_now)
+
+
+class ObservationBlock(Base):
+    """A compacted, columnar copy of one model's observations with ids in (previous block's last_id,
+    last_id]: ids, times, labels and every feature key as typed arrays in one payload
+    (services/blocks.py). A cache of data that never changes after insert; labels that do are
+    overlaid from observations.updated_at, and a block whose id range no longer counts `rows` rows
+    (a delete, a late commit) is read from observations instead."""
+
+    __tablename__ = "observation_blocks"
+    __table_args__ = (sa.UniqueConstraint("model", "first_id", name="uq_observation_blocks_model_first_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(100))
+    first_id: Mapped[int] = mapped_column(sa.BigInteger)  # inclusive: the previous block's last_id + 1
+    last_id: Mapped[int] = mapped_column(sa.BigInteger)
+    rows: Mapped[int]
+    id_hash: Mapped[int] = mapped_column(sa.BigInteger)  # sum(hashint8(id)) over the rows: a changed id set shows
+    min_time: Mapped[datetime | None]  # of the rows' event times (None: none readable)
+    max_time: Mapped[datetime | None]
+    built_at: Mapped[datetime] = mapped_column(default=_now)
+    payload: Mapped[bytes] = mapped_column(sa.LargeBinary)
 
 
 class Feedback(Base):

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy.orm import Session
 
 from retrainer import clock
+from retrainer.db.migrate import upgrade
 from retrainer.db.records import Observation
 from retrainer.services import dataset, schema
 from retrainer.services.dataset import LABEL, TIME
@@ -19,9 +20,14 @@ from tests.services.test_dataset import extreme_rows, insert_raw, typed_rows
 
 
 @pytest.fixture
+def db_url(postgres_url: str) -> str:
+    """PostgreSQL only (this module's `settings` and `session` too): the columnar load is PostgreSQL's; SQLite reads JSON (tested in test_dataset.py)."""
+    upgrade(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture
 def pg(session: Session) -> Session:
-    if session.get_bind().dialect.name != "postgresql":
-        pytest.skip("the columnar load is PostgreSQL's; SQLite reads JSON (tested in test_dataset.py)")
     return session
 
 
@@ -49,7 +55,9 @@ def test_the_same_frame_as_the_json_path(pg: Session) -> None:
     assert list(capped["row_id"]) == list(dataset.load(pg, "ctr", 50)["row_id"])
 
 
-def test_typed_features_wrong_types_and_unused_keys(pg: Session) -> None:
+def odd_typed_rows(pg: Session) -> schema.FeatureSchema:
+    """typed_rows plus rows a real export carries (wrong types, nulls, quotes, a nested value), and the
+    schema they are read through."""
     typed_rows(pg)
     pg.add_all([
         Observation(model="churn", event_id="odd", features={"plan": 3, "trial": "yes", "spend": "1.0"},
@@ -63,6 +71,11 @@ def test_typed_features_wrong_types_and_unused_keys(pg: Session) -> None:
     used = schema.FeatureSchema((schema.Feature("plan", schema.FeatureType.CATEGORICAL),
                                  schema.Feature("trial", schema.FeatureType.BOOLEAN),
                                  schema.Feature("spend", schema.FeatureType.NUMERIC)))
+    return used
+
+
+def test_typed_features_wrong_types_and_unused_keys(pg: Session) -> None:
+    used = odd_typed_rows(pg)
     a, b = both(pg, "churn", used)
     assert_same(a, b)
     assert b.problems == {"plan": 2, "trial": 2, "spend": 2}

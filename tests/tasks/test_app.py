@@ -58,7 +58,8 @@ def test_beat_schedule_comes_from_config(tmp_path: Path) -> None:
         "quiet": model_config(),  # every schedule off
     })
     beat = make_app(settings).conf.beat_schedule
-    assert set(beat) == {"check-accuracy:ctr", "retrain:ctr", "retrain:weekly", "reconcile"}
+    assert set(beat) == {"check-accuracy:ctr", "retrain:ctr", "retrain:weekly", "reconcile", "compact-observations"}
+    assert beat["compact-observations"]["schedule"].run_every.total_seconds() == 300
     assert beat["reconcile"]["task"] == "checks.reconcile" and beat["reconcile"]["options"]["queue"] == "checks"
 
     check = beat["check-accuracy:ctr"]

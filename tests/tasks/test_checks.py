@@ -85,3 +85,23 @@ def test_check_accuracy_enqueues_a_retrain_only_when_live_accuracy_degrades(
     assert count(pg_url, RetrainRequest, RetrainRequest.model == "ctr_ok") == 1
     assert count(pg_url, TrainingRun, TrainingRun.model == "ctr_ok") == 1  # only the first retrain
     assert count(pg_url, TrainingRun, TrainingRun.trigger == Trigger.ACCURACY) == 1
+
+
+def test_beat_compacts_training_rows_into_blocks_that_retrains_read(
+    tmp_path: Path, pg_url: str, redis_url: str, start_worker, make_celery
+) -> None:
+    from sqlalchemy import update
+
+    from retrainer.db.records import Observation, ObservationBlock
+
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url)
+    seed_observations(pg_url, 300, model="ctr", seed=3)
+    with session_scope(pg_url) as session:  # older than the grace period that waits for late commits
+        session.execute(update(Observation).values(created_at=datetime.now(UTC) - timedelta(hours=1)))
+    app = make_celery(settings)
+    start_worker(settings, concurrency=1)
+    app.send_task("checks.compact_observations", queue="checks")
+    block = wait_until(lambda: rows(pg_url, ObservationBlock), 60, what="the compaction's block")[0]
+    assert (block.model, block.rows) == ("ctr", 300)
+    result = send_retrain("ctr", settings=settings, via=app).get(timeout=120)
+    assert result["status"] == "retrained" and result["samples"] + result["holdout"]["rows"] == 300

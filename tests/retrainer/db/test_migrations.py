@@ -279,3 +279,62 @@ def test_prediction_kinds_are_the_families_live_kinds() -> None:
     from retrainer.models.base import Live
 
     assert {k.value for k in records.PredictionKind} == {k.value for k in Live}
+
+
+# --- 0005: the live-accuracy rollup is backfilled from the completed records ---------------------
+
+def _record(pid: str, kind: str, version: str | None, at: str, predicted: float, actual: float | None) -> dict:
+    return {"prediction_id": pid, "model": "m", "version_id": version, "kind": kind, "features": "{}",
+            "predicted": predicted, "segments": "{}", "actual": actual,
+            "error": None if actual is None else abs(actual - predicted),
+            "status": "predicted" if actual is None else "completed", "predicted_at": at,
+            "completed_at": None if actual is None else at}
+
+
+STEP3_RECORDS = [
+    _record("r1", "regression", "m-v1", "2024-05-01 10:00:00", 10.0, 11.0),
+    _record("r2", "regression", "m-v1", "2024-05-01 10:59:59.999999", 10.0, 20.0),
+    _record("r3", "regression", None, "2024-05-01 11:00:00", 3.0, 2.5),
+    _record("r4", "regression", "m-v2", "2024-05-01 11:30:00", 4.0, None),  # no outcome: not rolled up
+    _record("c1", "classification", "m-v1", "2024-05-01 10:10:00", 1.0, 1.0),
+    _record("c2", "classification", "m-v1", "2024-05-01 10:20:00", 0.0, 1.0),
+    _record("c3", "classification", None, "2024-05-01 12:20:00", 1.0, 2.0),
+    _record("f1", "forecast", "m-v2", "2024-05-01 10:05:00", 30.0, 20.0),
+    _record("f2", "forecast", "m-v2", "2024-05-01 10:06:00", 30.0, 45.0),
+]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_a_0004_database_is_backfilled_into_the_rollup(request: pytest.FixtureRequest, backend: str) -> None:
+    from retrainer.models.base import Live
+    from retrainer.services import accuracy, predictions
+
+    url = request.getfixturevalue("sqlite_url" if backend == "sqlite" else "postgres_url")
+    upgrade(url, "0004")
+    engine = get_engine(url)
+    with engine.begin() as conn:
+        conn.execute(sa.table("prediction_records", *(sa.column(k) for k in STEP3_RECORDS[0])).insert(), STEP3_RECORDS)
+    upgrade(url)
+    until = datetime(2024, 5, 1, 13, tzinfo=UTC)
+    with session_scope(url) as s:
+        buckets = {(b.version_id, b.hour.hour, b.kind.value): b.n for b in s.scalars(sa.select(records.LiveAccuracyHour))}
+        assert buckets == {("m-v1", 10, "regression"): 2, ("", 11, "regression"): 1, ("m-v1", 10, "classification"): 2,
+                           ("", 12, "classification"): 1, ("m-v2", 10, "forecast"): 2}
+        reg = accuracy.live_accuracy(s, "m", 1, until=until, kind=Live.REGRESSION)
+        assert (reg.count, reg["mae"], reg["within_20pct"]) == (3, pytest.approx(11.5 / 3), pytest.approx(2 / 3))
+        cls = accuracy.live_accuracy(s, "m", 1, until=until, kind=Live.CLASSIFICATION)
+        assert (cls.count, cls["accuracy"], cls["precision"]) == (3, pytest.approx(1 / 3), None)  # class 2: not binary
+        for version in (None, "m-v1", "m-v2"):
+            for kind in Live:
+                rolled = accuracy.live_accuracy(s, "m", 1, version_id=version, until=until, kind=kind).as_dict()
+                raw = accuracy.raw_live_accuracy(s, "m", 1, version_id=version, until=until, kind=kind).as_dict()
+                assert rolled == pytest.approx(raw, abs=1e-12), (version, kind)
+        # new outcomes and corrections of backfilled records move the backfilled sums
+        predictions.record_outcome(s, "c3", 0.0)
+        predictions.record_outcome(s, "r4", 4.0)
+        predictions.record_outcome(s, "r2", 12.0)
+        for kind in Live:
+            rolled = accuracy.live_accuracy(s, "m", 1, until=until, kind=kind).as_dict()
+            assert rolled == pytest.approx(accuracy.raw_live_accuracy(s, "m", 1, until=until, kind=kind).as_dict(),
+                                           abs=1e-12), kind
+        assert accuracy.live_accuracy(s, "m", 1, until=until, kind=Live.CLASSIFICATION)["precision"] == 0.5
