@@ -53,6 +53,13 @@ def postgres_url(postgres_server: str) -> Iterator[str]:
 
 
 @pytest.fixture
+def pg_url(postgres_url: str) -> str:
+    """A fresh, migrated PostgreSQL schema."""
+    upgrade(postgres_url)
+    return postgres_url
+
+
+@pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'retrainer.db'}"
 

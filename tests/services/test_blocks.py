@@ -12,7 +12,6 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from retrainer import clock
-from retrainer.db.migrate import upgrade
 from retrainer.db.records import Observation, ObservationBlock
 from retrainer.services import blocks, columnar, dataset, schema
 from retrainer.services.dataset import LABEL, TIME
@@ -22,10 +21,9 @@ from tests.services.test_dataset import extreme_rows, insert_raw
 
 
 @pytest.fixture
-def db_url(postgres_url: str) -> str:
+def db_url(pg_url: str) -> str:
     """PostgreSQL only (this module's `settings` and `session` too): blocks are PostgreSQL's; SQLite reads JSON."""
-    upgrade(postgres_url)
-    return postgres_url
+    return pg_url
 
 
 @pytest.fixture

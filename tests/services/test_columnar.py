@@ -11,7 +11,6 @@ import pytest
 from sqlalchemy.orm import Session
 
 from retrainer import clock
-from retrainer.db.migrate import upgrade
 from retrainer.db.records import Observation
 from retrainer.services import dataset, schema
 from retrainer.services.dataset import LABEL, TIME
@@ -20,10 +19,9 @@ from tests.services.test_dataset import extreme_rows, insert_raw, typed_rows
 
 
 @pytest.fixture
-def db_url(postgres_url: str) -> str:
+def db_url(pg_url: str) -> str:
     """PostgreSQL only (this module's `settings` and `session` too): the columnar load is PostgreSQL's; SQLite reads JSON (tested in test_dataset.py)."""
-    upgrade(postgres_url)
-    return postgres_url
+    return pg_url
 
 
 @pytest.fixture

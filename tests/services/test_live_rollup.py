@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from retrainer import clock
 from retrainer.config import Settings
 from retrainer.db import session_scope
-from retrainer.db.migrate import upgrade
 from retrainer.db.records import LiveAccuracyHour, PredictionKind
 from retrainer.models.base import LIVE_METRICS, Live
 from retrainer.services import accuracy, events, live_rollup, predictions
@@ -162,12 +161,6 @@ def test_repeat_adds_nothing_and_a_correction_replaces_the_first_value(session: 
     corrected = _bucket(session)
     assert (corrected["n"], corrected["sum_abs_err"], corrected["sum_sq_err"], corrected["sum_y"],
             corrected["sum_yy"], corrected["within_20pct"]) == (1, 10.0, 100.0, 20.0, 400.0, 0)
-
-
-@pytest.fixture
-def pg_url(postgres_url: str) -> str:
-    upgrade(postgres_url)
-    return postgres_url
 
 
 def test_concurrent_outcomes_into_one_hour_lose_no_increment(pg_url: str) -> None:

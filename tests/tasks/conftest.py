@@ -12,13 +12,6 @@ from retrainer.db.migrate import upgrade
 
 
 @pytest.fixture
-def pg_url(postgres_url: str) -> str:
-    """A fresh, migrated PostgreSQL schema."""
-    upgrade(postgres_url)
-    return postgres_url
-
-
-@pytest.fixture
 def sqlite_db(sqlite_url: str) -> str:
     """A fresh, migrated SQLite file."""
     upgrade(sqlite_url)
