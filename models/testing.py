@@ -104,7 +104,7 @@ def family_checks(family: type[Family], params: dict[str, Any] | None = None,
         try:
             family.Params.model_validate({"no_such_parameter": 1})
         except ValidationError:
-            pass
+            pass  # refused, as it must be
         else:
             raise AssertionError("Params must refuse unknown keys (model_config extra='forbid')")
         family.Params.model_validate(params)

@@ -90,5 +90,5 @@ def workers_on(queue: str, via: Celery | None = None, timeout: float = 2.0) -> d
             target.control.broadcast("active_queues", reply=True, timeout=timeout, callback=on_reply,
                                      connection=conn)
         except _Found:
-            pass
+            pass  # a worker named the queue: no need to wait for the others' replies
     return seen
