@@ -100,10 +100,28 @@ class AccuracyCheck(_Strict):
         return self
 
 
+class AcceptRateCheck(_Strict):
+    """The hourly monitor's accept-rate check (reference: the average accept rate of the last 5
+    learning cycles below 0.6, with at least 3 cycles, starts a retrain)."""
+
+    threshold: float = Field(0.6, ge=0, le=1)
+    cycles: int = Field(5, ge=1)  # the most recent learning cycles averaged
+    min_cycles: int = Field(3, ge=1)  # fewer: no decision either way (recorded)
+    # A retrain this check started this recently suppresses another (recorded): cycles change slowly,
+    # so without it a low rate would start a retrain every hour.
+    cooldown_hours: float = Field(12.0, ge=0)
+
+    @model_validator(mode="after")
+    def _enough(self) -> AcceptRateCheck:
+        if self.min_cycles > self.cycles:
+            raise ValueError(f"min_cycles ({self.min_cycles}) cannot exceed cycles ({self.cycles})")
+        return self
+
+
 class Schedules(_Strict):
     check: str | None = "0 2 * * *"  # daily accuracy check, 02:00
     retrain: str | None = "0 3 * * 0"  # weekly retrain, Sunday 03:00
-    monitor: str | None = "0 * * * *"  # hourly monitors (accept rate, step 2)
+    monitor: str | None = "0 * * * *"  # hourly monitor: the accept-rate check (services/accept_rate.py)
 
     @field_validator("check", "retrain", "monitor")
     @classmethod
@@ -186,6 +204,7 @@ class ModelConfig(_Strict):
     # else inferred from the rows (services/schema.py).
     features: list[str] | dict[str, FeatureKind] | None = None
     accuracy: AccuracyCheck = Field(default_factory=AccuracyCheck)
+    accept_rate: AcceptRateCheck = Field(default_factory=AcceptRateCheck)
     schedules: Schedules = Field(default_factory=Schedules)
     promotion: Promotion = Field(default_factory=Promotion)
     training: Training = Field(default_factory=Training)

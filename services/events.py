@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from retrainer import clock
 from retrainer.config import Settings
 from retrainer.db import TRANSIENT_ERRORS
-from retrainer.db.records import Observation, PredictionRecord
+from retrainer.db.records import Feedback, Observation, PredictionRecord
 from retrainer.services import audit, live_rollup, predictions, retrain_requests, validation
 from retrainer.services.errors import InvalidEvent, PredictionNotFound
 from retrainer.services.retrain_requests import Enqueue
@@ -68,9 +68,24 @@ class PredictionEvent:
     type: Literal["prediction"] = "prediction"
 
 
-Event = PurchaseEvent | OutcomeEvent | PredictionEvent
+@dataclass(frozen=True, slots=True)
+class FeedbackEvent:
+    """Accepts and rejects of a model's output in one learning cycle (one of each, or a cycle's counts):
+    what the hourly accept-rate check averages (services/accept_rate.py)."""
+
+    model: str
+    cycle_id: str
+    accepted: int
+    rejected: int
+    event_id: str | None = None
+    occurred_at: datetime | None = None
+    type: Literal["feedback"] = "feedback"
+
+
+Event = PurchaseEvent | OutcomeEvent | PredictionEvent | FeedbackEvent
 _REQUIRED = {"purchase": ("model", "features", "value"), "outcome": ("prediction_id", "value"),
-             "prediction": ("model", "features", "predicted")}
+             "prediction": ("model", "features", "predicted"), "feedback": ("model", "cycle_id", "accepted", "rejected")}
+MAX_FEEDBACK_COUNT = 1_000_000  # accepts or rejects in one event: a cycle's counts, not a running total
 _OPTIONAL = {"prediction": ("prediction_id", "version_id", "confidence", "proba", "segments")}  # may be null
 _COMMON = ("type", "event_id", "occurred_at")  # event_id and occurred_at may be absent or null
 
@@ -91,7 +106,7 @@ def parse(payload: Any) -> Event:
     kind = doc.get("type")
     if not isinstance(kind, str) or kind not in _REQUIRED:
         got = "missing" if "type" not in doc else f"got {validation.show(kind)}"
-        raise InvalidEvent(f"type: expected 'purchase', 'outcome' or 'prediction', {got}")
+        raise InvalidEvent(f"type: expected 'purchase', 'outcome', 'prediction' or 'feedback', {got}")
     required = _REQUIRED[kind]
     known = required + _OPTIONAL.get(kind, ()) + _COMMON
     for name in doc:
@@ -109,12 +124,28 @@ def parse(payload: Any) -> Event:
         occurred_at = validation.moment(occurred_at, "occurred_at")
     if kind == "prediction":
         return _prediction(doc, event_id, occurred_at)
+    if kind == "feedback":
+        return _feedback(doc, event_id, occurred_at)
     value = validation.number(doc["value"], "value")
     if kind == "outcome":
         prediction_id = validation.text(doc["prediction_id"], "prediction_id", validation.MAX_ID_CHARS)
         return OutcomeEvent(prediction_id, value, event_id, occurred_at)
     model = validation.text(doc["model"], "model", validation.MAX_MODEL_CHARS)
     return PurchaseEvent(model, validation.features(doc["features"]), value, event_id, occurred_at)
+
+
+def _feedback(doc: dict[Any, Any], event_id: str | None, occurred_at: datetime | None) -> FeedbackEvent:
+    counts = {}
+    for name in ("accepted", "rejected"):
+        value = validation.number(doc[name], name, keep_int=True)
+        if not isinstance(value, int) or not 0 <= value <= MAX_FEEDBACK_COUNT:
+            raise InvalidEvent(f"{name}: expected a whole number from 0 to {MAX_FEEDBACK_COUNT:,}, got {validation.show(doc[name])}")
+        counts[name] = value
+    if not counts["accepted"] + counts["rejected"]:
+        raise InvalidEvent("accepted, rejected: both 0; a feedback event counts at least one accept or reject")
+    return FeedbackEvent(validation.text(doc["model"], "model", validation.MAX_MODEL_CHARS),
+                         validation.text(doc["cycle_id"], "cycle_id", validation.MAX_ID_CHARS),
+                         counts["accepted"], counts["rejected"], event_id, occurred_at)
 
 
 def _prediction(doc: dict[Any, Any], event_id: str | None, occurred_at: datetime | None) -> PredictionEvent:
@@ -221,6 +252,7 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
     result.duplicates += len(rows) - len(inserted) - len(failed)
     result.rejected += [(positions[row], reason) for row, reason in failed]
     _store_predictions(session, settings, events, result)  # before outcomes: one may name one of them
+    _store_feedback(session, settings, events, result, now)
     rollup = live_rollup.Batch()  # the outcomes' live-accuracy changes, one UPSERT per hour bucket at the end
     for i, event in enumerate(events):
         if isinstance(event, OutcomeEvent):
@@ -300,6 +332,39 @@ def _store_predictions(session: Session, settings: Settings, events: list[Event]
             if isinstance(exc, TRANSIENT_ERRORS):
                 raise
             result.rejected.append((i, _refused(exc)))
+
+
+def _store_feedback(session: Session, settings: Settings, events: list[Event], result: Stored, now: datetime) -> None:
+    """Feedback events in one INSERT; a re-delivered one (same event_id) is a duplicate. They ask for
+    no retrain: the hourly monitor decides (services/accept_rate.py)."""
+    rows, positions = [], []
+    for i, event in enumerate(events):
+        if not isinstance(event, FeedbackEvent):
+            continue
+        try:
+            settings.model(event.model)
+        except LookupError as exc:
+            result.rejected.append((i, str(exc)))
+            continue
+        positions.append(i)
+        rows.append({"model": event.model, "cycle_id": event.cycle_id, "accepted": event.accepted,
+                     "rejected": event.rejected, "recorded_at": event.occurred_at or now,
+                     "event_id": event.event_id or uuid.uuid4().hex})
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(Feedback).on_conflict_do_nothing(index_elements=["event_id"]).returning(Feedback.id)
+    try:
+        with session.begin_nested():
+            stored = len(list(session.scalars(stmt, rows)))
+    except DATA_ERRORS as exc:
+        if isinstance(exc, TRANSIENT_ERRORS):
+            raise
+        result.rejected += [(i, _refused(exc)) for i in positions]
+        return
+    result.stored += stored
+    result.duplicates += len(rows) - stored
 
 
 def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[int, str]]]:

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from kombu.exceptions import OperationalError as BrokerError
 
-from retrainer.config import get_settings
+from retrainer.config import ModelConfig, get_settings
 from retrainer.db.records import Trigger
-from retrainer.services import accuracy, blocks, reconcile, retrain_requests
+from retrainer.services import accept_rate, accuracy, blocks, reconcile, retrain_requests
 from retrainer.tasks import inbox
 from retrainer.tasks.app import app
 from retrainer.tasks.base import RetrainerTask
@@ -21,18 +22,31 @@ log = logging.getLogger(__name__)
 
 @app.task(name="checks.check_accuracy", base=RetrainerTask, bind=True, soft_time_limit=120, time_limit=180)
 def check_accuracy(self: RetrainerTask, model: str) -> dict[str, Any]:
+    return _check(self, model, Trigger.ACCURACY, "check_accuracy",
+                  lambda session, cfg: accuracy.check(session, model, cfg.accuracy, cfg.family))
+
+
+@app.task(name="checks.monitor", base=RetrainerTask, bind=True, soft_time_limit=120, time_limit=180)
+def monitor(self: RetrainerTask, model: str) -> dict[str, Any]:
+    """The hourly monitor: the accept-rate check (services/accept_rate.py)."""
+    return _check(self, model, Trigger.ACCEPT_RATE, "monitor",
+                  lambda session, cfg: accept_rate.check(session, model, cfg.accept_rate))
+
+
+def _check(task: RetrainerTask, model: str, trigger: Trigger, requested_by: str,
+           decide: Callable[[Any, ModelConfig], dict[str, Any]]) -> dict[str, Any]:
+    """Run a check; when it says retrain_needed, open (or pull forward) the model's request and enqueue it."""
     settings = get_settings()
     job = None
-    with self.session() as session:
-        cfg = settings.model(model)
-        result = accuracy.check(session, model, cfg.accuracy, cfg.family)
+    with task.session() as session:
+        result = decide(session, settings.model(model))
         if result["status"] == "retrain_needed":
-            job = retrain_requests.coalesce(session, settings, model, trigger=Trigger.ACCURACY,
-                                  requested_by="check_accuracy", window=0)
+            job = retrain_requests.coalesce(session, settings, model, trigger=trigger, requested_by=requested_by,
+                                            window=0)
     if job is not None:  # enqueue only after the request row committed
-        send_jobs([job], trigger=Trigger.ACCURACY.value, settings=settings)
+        send_jobs([job], trigger=trigger.value, settings=settings)
     result["retrain_enqueued"] = job is not None
-    log.info("accuracy check %s: %s", model, result["message"])
+    log.info("%s %s: %s", requested_by, model, result["message"])
     return result
 
 

@@ -23,6 +23,11 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
                 "task": "checks.check_accuracy", "schedule": as_celery_schedule(cfg.schedules.check),
                 "kwargs": {"model": name}, "options": {"queue": "checks", "expires": 3600},
             }
+        if cfg.schedules.monitor:
+            entries[f"monitor:{name}"] = {
+                "task": "checks.monitor", "schedule": as_celery_schedule(cfg.schedules.monitor),
+                "kwargs": {"model": name}, "options": {"queue": "checks", "expires": 3600},
+            }
         if cfg.schedules.retrain:
             entries[f"retrain:{name}"] = {
                 "task": "checks.request_retrain", "schedule": as_celery_schedule(cfg.schedules.retrain),

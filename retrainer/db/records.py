@@ -182,9 +182,11 @@ class ObservationBlock(Base):
 
 
 class Feedback(Base):
-    """Accept/reject counts per learning cycle, giving the accept rate (monitored in step 2)."""
+    """One `feedback` event: accepts and rejects of a model's output in a learning cycle. A cycle's
+    accept rate is the sum over its rows (services/accept_rate.py); event_id makes a re-delivery a no-op."""
 
     __tablename__ = "feedback"
+    __table_args__ = (sa.Index("ix_feedback_model_recorded_at", "model", "recorded_at"),)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     model: Mapped[str] = mapped_column(sa.String(100), index=True)
@@ -192,6 +194,7 @@ class Feedback(Base):
     accepted: Mapped[int] = mapped_column(default=0)
     rejected: Mapped[int] = mapped_column(default=0)
     recorded_at: Mapped[datetime] = mapped_column(default=_now)
+    event_id: Mapped[str | None] = mapped_column(sa.String(64), unique=True)
 
 
 class ModelVersion(Base):

@@ -54,11 +54,13 @@ def test_routes_send_each_domain_to_its_queue(tmp_path: Path, task: str, queue: 
 def test_beat_schedule_comes_from_config(tmp_path: Path) -> None:
     settings = make_settings(tmp_path, "sqlite:///x.db", broker_url=REDIS, models={
         "ctr": model_config(schedules={"check": "0 2 * * *", "retrain": "@every 5s"}),
-        "weekly": model_config(schedules={"check": None, "retrain": "0 3 * * 0"}),
+        "weekly": model_config(schedules={"check": None, "retrain": "0 3 * * 0", "monitor": "0 * * * *"}),
         "quiet": model_config(),  # every schedule off
     })
     beat = make_app(settings).conf.beat_schedule
-    assert set(beat) == {"check-accuracy:ctr", "retrain:ctr", "retrain:weekly", "reconcile", "compact-observations"}
+    assert set(beat) == {"check-accuracy:ctr", "retrain:ctr", "retrain:weekly", "monitor:weekly", "reconcile",
+                         "compact-observations"}
+    assert beat["monitor:weekly"]["task"] == "checks.monitor" and beat["monitor:weekly"]["kwargs"] == {"model": "weekly"}
     assert beat["compact-observations"]["schedule"].run_every.total_seconds() == 300
     assert beat["reconcile"]["task"] == "checks.reconcile" and beat["reconcile"]["options"]["queue"] == "checks"
 

@@ -105,3 +105,31 @@ def test_beat_compacts_training_rows_into_blocks_that_retrains_read(
     assert (block.model, block.rows) == ("ctr", 300)
     result = send_retrain("ctr", settings=settings, via=app).get(timeout=120)
     assert result["status"] == "retrained" and result["samples"] + result["holdout"]["rows"] == 300
+
+
+def test_monitor_retrains_when_the_accept_rate_of_recent_cycles_drops(
+    tmp_path: Path, pg_url: str, redis_url: str, start_worker, make_celery
+) -> None:
+    from retrainer.tasks.producer import publish_events
+
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url)
+    seed_observations(pg_url, 300, model="ctr", seed=4)
+    app = make_celery(settings)
+    start_worker(settings, concurrency=2)
+
+    def monitor() -> dict:
+        return app.send_task("checks.monitor", kwargs={"model": "ctr"}, queue="checks").get(timeout=60)
+
+    assert monitor()["status"] == "no_cycles"  # nothing yet: a recorded no-op, not an error
+    start = datetime.now(UTC) - timedelta(hours=6)
+    feedback = [{"type": "feedback", "model": "ctr", "cycle_id": f"cycle-{c}", "accepted": int(ok), "rejected": int(not ok),
+                 "occurred_at": (start + timedelta(hours=c, seconds=i)).isoformat()}
+                for c in range(5) for i, ok in enumerate([True] * 11 + [False] * 9)]  # 0.55 a cycle
+    assert publish_events(feedback, settings=settings, via=app).stored == 100
+    fired = monitor()
+    assert fired["status"] == "retrain_needed" and fired["retrain_enqueued"] is True, fired
+    assert fired["avg_accept_rate"] == pytest.approx(0.55)
+    run = wait_until(lambda: rows(pg_url, TrainingRun, TrainingRun.trigger == Trigger.ACCEPT_RATE,
+                                  TrainingRun.completed_at.is_not(None)), 120, what="the accept-rate retrain")[0]
+    assert run.status == RunStatus.COMPLETED and run.outcome == "retrained"
+    assert monitor()["status"] == "suppressed"  # the cooldown: no retrain every hour on slow-moving cycles

@@ -234,7 +234,7 @@ def test_bad_events_are_rejected_with_reasons_and_the_worker_keeps_working(
         "not a dict": (["purchase", 1], "event: expected a JSON object, got array"),
         "not JSON": ("hello", "event: not valid JSON"),
         "missing fields": ({"type": "purchase", "model": "ctr"}, "features: missing"),
-        "unknown type": ({"type": "refund", "value": 1.0}, "type: expected 'purchase', 'outcome' or 'prediction', got 'refund'"),
+        "unknown type": ({"type": "refund", "value": 1.0}, "type: expected 'purchase', 'outcome', 'prediction' or 'feedback', got 'refund'"),
         # kombu's JSON carries NaN through as the bare token NaN and decodes it to float nan
         "NaN value": (good | {"value": float("nan")}, "value: nan is not a finite number"),
         "NaN feature": (good | {"features": {"hook_strength": float("nan")}}, "features.hook_strength: nan is not"),
