@@ -1,4 +1,4 @@
-"""Run the three benchmarks one after another, each in its own process (no shared engines, memory or
+"""Run the benchmarks one after another, each in its own process (no shared engines, memory or
 tracemalloc state), then print the headline figures from their JSON results.
 
     python -m benchmarks.run_all
@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-BENCHMARKS = ("accuracy_check", "event_storm", "retrain_overhead")
+BENCHMARKS = ("accuracy_check", "event_storm", "retrain_overhead", "live_rollup", "drift")
 RESULTS = Path(__file__).with_name("results")
 
 
@@ -26,10 +26,16 @@ def headline(name: str) -> str:
         return (f"SQL {s['sql']['median']:.3f}s vs pandas {s['pandas']['median']:.3f}s "
                 f"= {r['ratio_pandas_over_sql']['of_medians']:.1f}x; agree: {r['agreement']['agree']}")
     if name == "event_storm":
-        w = r.get("worker_path") or {}
-        return (f"bare {r['bare_loop']['median_msgs_per_s']:,.0f} msgs/s, worker path {w.get('events_per_s', 0):,.0f} ev/s, "
-                f"batch {r['batch_path']['median_events_per_s']:,.0f} ev/s = {r['ratio_batch_over_bare']['of_medians']:.1f}x "
-                f"bare; problems: {len(r['problems'])}")
+        return (f"leanest publish {r['lean_baseline']['median_publish_msgs_per_s']:,.0f} msgs/s; per-event path "
+                f"{r['pipelined_path']['events_per_s']:,.0f} ev/s end to end, draining {r['drain']['events_per_s']:,.0f}; "
+                f"batch {r['batch_path']['median_events_per_s']:,.0f} ev/s; COPY {r['copy_ceiling']['median_rows_per_s']:,.0f} "
+                f"rows/s; problems: {len(r['problems'])}")
+    if name == "drift":
+        a = r["agreement"]
+        return (f"check {r['check']['median_seconds']:.2f}s vs plain scipy {r['scipy']['seconds']:.2f}s "
+                f"= {r['ratio_scipy_over_check']:.1f}x; identical verdicts {a['identical_verdicts']}/{a['features']}")
+    if name == "live_rollup":
+        return f"rollup vs loading the window into pandas: {r['ratio_over_rollup']['pandas_load_window']:.0f}x"
     return "; ".join(  # one entry per size: rows -> pipeline vs fit+predict
         f"{int(n):,} rows: pipeline {x['seconds']['pipeline']['median']:.2f}s vs fit+predict "
         f"{x['seconds']['bare']['median']:.2f}s = {x['ratio_over_fit_predict']['pipeline']['of_medians']:.2f}x"

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrainer.config import get_settings
 from retrainer.models.base import DataError, FeatureType, Prediction, Task, learn_categories
 
 
@@ -34,7 +35,9 @@ class XGBParams(BaseModel):
     reg_alpha: float = Field(0.0, ge=0)
     max_cat_to_onehot: int = Field(4, ge=1)
     random_state: int = 42
-    n_jobs: int = Field(1, ge=1)  # threads inside one worker child: the child count is the parallelism
+    # Threads inside one worker child (the child count is the other parallelism); None: the settings'
+    # worker_threads, so one setting sizes every family's threads.
+    n_jobs: int | None = Field(None, ge=1)
 
 
 class XGBoostFamily:
@@ -54,6 +57,8 @@ class XGBoostFamily:
 
     def __init__(self, **params: Any) -> None:
         self.params = {**self.Params().model_dump(), **params}
+        if self.params.get("n_jobs", 0) is None:
+            self.params["n_jobs"] = get_settings().worker_threads
 
     def get_params(self) -> dict[str, Any]:
         return dict(self.params)

@@ -31,7 +31,7 @@ from retrainer import clock
 from retrainer.config import AccuracyCheck
 from retrainer.db.records import PredictionKind, PredictionRecord, PredictionStatus, TrainingRun
 from retrainer.models.base import LIVE_METRICS, Live, family_class, live_check
-from retrainer.services import live_rollup, registry, validation
+from retrainer.services import audit, live_rollup, registry, validation
 
 P = PredictionRecord
 
@@ -172,6 +172,7 @@ def raw_live_accuracy(
 
 def breakdown(
     session: Session, model: str, by: str, lookback_days: float = 7, until: datetime | None = None, *, kind: Live,
+    version_id: str | None = None,
 ) -> dict[str, Accuracy]:
     """Live accuracy per version_id (from the rollup; rows without a version left out), or per value of
     a segment key (rows without that key left out). Segments are free keys, any of which a caller may
@@ -192,7 +193,7 @@ def breakdown(
     column = P.segments[by].as_string()  # JSON member as text: json_extract on SQLite, ->> on PostgreSQL
     rows = session.execute(
         sa.select(column.label("segment"), *raw_sums(kind))
-        .where(*raw_where(model, since, end, kind), column.is_not(None))
+        .where(*raw_where(model, since, end, kind, version_id), column.is_not(None))
         .group_by(column)
         .order_by(column)
     ).all()
@@ -213,7 +214,41 @@ def _reference_keys(family: str, acc: Accuracy) -> dict[str, Any]:
 def check(session: Session, model: str, cfg: AccuracyCheck, family: str) -> dict[str, Any]:
     """The daily check's decision in the reference shape. status: no_retrain_needed | retrain_needed
     | insufficient_data. Accuracy is that of the current production version (what is being served);
-    `family` names the model's family, whose live kind decides what is measured."""
+    `family` names the model's family, whose live kind decides what is measured. Recorded either way
+    (system_events kind `check`)."""
+    result = _decide(session, model, cfg, family)
+    value = result["current_accuracy"].get(result["metric"])
+    audit.record(session, "check", f"{model}: accuracy: {result['message']}", model=model, check="accuracy",
+                 status=result["status"], metric=result["metric"], value=value, threshold=result["threshold"])
+    return result
+
+
+def second_target(session: Session, model: str, cfg: AccuracyCheck, version_id: str | None,
+                  until: datetime | None = None) -> dict[str, Any] | None:
+    """The configured second target's live metric over the check's window (records that carry both its
+    prediction and its outcome), and whether it breaches; None when none is configured."""
+    rule = cfg.second_target
+    if rule is None:
+        return None
+    since, end = window(until or clock.now(), cfg.lookback_days)
+    predicted = P.targets[(rule.target, "predicted")].as_float()
+    actual = P.targets[(rule.target, "actual")].as_float()
+    err = sa.func.abs(actual - predicted)
+    where = [P.model == model, P.status == PredictionStatus.COMPLETED, _edges([(since, end)]),
+             actual.is_not(None), predicted.is_not(None), *([P.version_id == version_id] if version_id else [])]
+    n, sum_abs, sum_sq, near = session.execute(
+        sa.select(sa.func.count(), sa.func.sum(err), sa.func.sum(err * err),
+                  _count(err <= 0.2 * sa.func.abs(actual))).where(*where)).one()
+    n = int(n or 0)
+    value = None if n == 0 else {"mae": float(sum_abs) / n, "rmse": math.sqrt(float(sum_sq) / n),
+                                 "within_20pct": int(near or 0) / n}[rule.metric]
+    higher = rule.metric == "within_20pct"
+    breached = value is not None and n >= cfg.min_samples and (value < rule.threshold if higher else value > rule.threshold)
+    return {"target": rule.target, "metric": rule.metric, "value": value, "count": n, "threshold": rule.threshold,
+            "breached": breached}
+
+
+def _decide(session: Session, model: str, cfg: AccuracyCheck, family: str) -> dict[str, Any]:
     now = clock.now()
     kind = family_class(family).metric_spec.live
     metric, threshold = live_check(family, cfg.metric, cfg.threshold)
@@ -228,6 +263,15 @@ def check(session: Session, model: str, cfg: AccuracyCheck, family: str) -> dict
         "threshold": threshold,
         "checked_at": now.isoformat(),
     }
+    second = second_target(session, model, cfg, current.version_id if current else None, now)
+    if second is not None:
+        result["second_target"] = second
+    if cfg.segments:  # where it is worse: per value of each configured segment key (informational)
+        result["segments"] = {
+            key: {value: part.as_dict() for value, part in breakdown(
+                session, model, key, cfg.lookback_days, now, kind=kind,
+                version_id=current.version_id if current else None).items()}
+            for key in cfg.segments}
     if acc.count < cfg.min_samples:
         return result | {
             "status": "insufficient_data", "count": acc.count,
@@ -235,15 +279,20 @@ def check(session: Session, model: str, cfg: AccuracyCheck, family: str) -> dict
         }
     value = acc[metric]
     shown = f"{metric}={value:.4f}" if value is not None else metric
-    if value is None:
-        return result | {"status": "no_retrain_needed", "message": f"{metric} cannot be measured on these outcomes"}
-    if threshold is None:
-        return result | {"status": "no_retrain_needed",
-                         "message": f"{shown}; no threshold set (models.{model}.accuracy.threshold)"}
     worse = "<" if higher_is_better else ">"
-    if not (value < threshold if higher_is_better else value > threshold):
-        ok = ">=" if higher_is_better else "<="
-        return result | {"status": "no_retrain_needed", "message": f"Model accuracy acceptable ({shown} {ok} {threshold})"}
+    if value is None or threshold is None or not (value < threshold if higher_is_better else value > threshold):
+        if second is not None and second["breached"]:  # the first target is fine, the second is not
+            worse = "<" if second["metric"] == "within_20pct" else ">"
+            shown = f"{second['target']} {second['metric']}={second['value']:.4f}"
+            value, threshold, metric = second["value"], second["threshold"], f"{second['target']}:{second['metric']}"
+        elif value is None:
+            return result | {"status": "no_retrain_needed", "message": f"{metric} cannot be measured on these outcomes"}
+        elif threshold is None:
+            return result | {"status": "no_retrain_needed",
+                             "message": f"{shown}; no threshold set (models.{model}.accuracy.threshold)"}
+        else:
+            ok = ">=" if higher_is_better else "<="
+            return result | {"status": "no_retrain_needed", "message": f"Model accuracy acceptable ({shown} {ok} {threshold})"}
     # Cooldown: a candidate already trained on this degradation and kept must not be retrained in a
     # loop. Runs before the current version went live say nothing about its accuracy.
     since = now - timedelta(hours=cfg.cooldown_hours)
@@ -255,9 +304,12 @@ def check(session: Session, model: str, cfg: AccuracyCheck, family: str) -> dict
         )
     )
     if recent is not None and cfg.cooldown_hours > 0:
-        return result | {
-            "status": "no_retrain_needed",
-            "message": f"{shown} {worse} {threshold}, but a candidate trained at {recent.isoformat()} "
-                       f"was kept (cooldown {cfg.cooldown_hours:g} h)",
-        }
+        # Retraining did not help: a person has to look (the data, the features, the threshold).
+        message = (f"{shown} {worse} {threshold}, but a candidate trained at {recent.isoformat()} "
+                   f"was kept (cooldown {cfg.cooldown_hours:g} h)")
+        alert = audit.record(session, "alert", f"{model}: still degraded after a kept candidate: {message}",
+                             model=model, version_id=current.version_id if current else None, metric=metric,
+                             value=value, threshold=threshold)
+        session.flush()
+        return result | {"status": "no_retrain_needed", "message": message, "alert_event_id": alert.id}
     return result | {"status": "retrain_needed", "message": f"Model accuracy degraded ({shown} {worse} {threshold})"}

@@ -39,6 +39,10 @@ class PromotionConflict(RuntimeError):
         )
 
 
+class RequestConflict(RuntimeError):
+    """A retrain request is not in a state the operation needs (cancelling one a run already took)."""
+
+
 class InvalidEvent(ValueError):
     """A producer's event cannot be stored; the message says which field and why."""
 

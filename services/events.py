@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
@@ -22,6 +23,7 @@ from retrainer.config import Settings
 from retrainer.db import TRANSIENT_ERRORS
 from retrainer.db.records import Feedback, Observation, PredictionRecord
 from retrainer.services import audit, live_rollup, predictions, retrain_requests, validation
+from retrainer.services.controls import Suppressed
 from retrainer.services.errors import InvalidEvent, PredictionNotFound
 from retrainer.services.retrain_requests import Enqueue
 
@@ -48,6 +50,7 @@ class OutcomeEvent:
     event_id: str | None = None
     occurred_at: datetime | None = None
     type: Literal["outcome"] = "outcome"
+    targets: dict[str, float] = field(default_factory=dict)  # second targets' outcomes (ROAS beside CTR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +69,7 @@ class PredictionEvent:
     event_id: str | None = None
     occurred_at: datetime | None = None  # when it was served
     type: Literal["prediction"] = "prediction"
+    targets: dict[str, float] = field(default_factory=dict)  # second targets served beside it (ROAS beside CTR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +90,8 @@ Event = PurchaseEvent | OutcomeEvent | PredictionEvent | FeedbackEvent
 _REQUIRED = {"purchase": ("model", "features", "value"), "outcome": ("prediction_id", "value"),
              "prediction": ("model", "features", "predicted"), "feedback": ("model", "cycle_id", "accepted", "rejected")}
 MAX_FEEDBACK_COUNT = 1_000_000  # accepts or rejects in one event: a cycle's counts, not a running total
-_OPTIONAL = {"prediction": ("prediction_id", "version_id", "confidence", "proba", "segments")}  # may be null
+_OPTIONAL = {"prediction": ("prediction_id", "version_id", "confidence", "proba", "segments", "targets"),
+             "outcome": ("targets",)}  # may be null
 _COMMON = ("type", "event_id", "occurred_at")  # event_id and occurred_at may be absent or null
 
 
@@ -96,6 +101,7 @@ class Stored:
     duplicates: int = 0
     coalesced: int = 0
     enqueue: list[Enqueue] = field(default_factory=list)
+    suppressed: dict[str, str] = field(default_factory=dict)  # model -> why its retrain was not asked for
     rejected: list[tuple[int, str]] = field(default_factory=list)
 
 
@@ -129,7 +135,8 @@ def parse(payload: Any) -> Event:
     value = validation.number(doc["value"], "value")
     if kind == "outcome":
         prediction_id = validation.text(doc["prediction_id"], "prediction_id", validation.MAX_ID_CHARS)
-        return OutcomeEvent(prediction_id, value, event_id, occurred_at)
+        return OutcomeEvent(prediction_id, value, event_id, occurred_at,
+                            targets=predictions.check_targets(doc.get("targets")))
     model = validation.text(doc["model"], "model", validation.MAX_MODEL_CHARS)
     return PurchaseEvent(model, validation.features(doc["features"]), value, event_id, occurred_at)
 
@@ -164,6 +171,7 @@ def _prediction(doc: dict[Any, Any], event_id: str | None, occurred_at: datetime
         confidence=None if confidence is None else float(validation.number(confidence, "confidence")),
         proba=predictions.check_proba(doc.get("proba")),
         segments=predictions.check_segments(doc.get("segments")),
+        targets=predictions.check_targets(doc.get("targets")),
         event_id=event_id,
         occurred_at=occurred_at,
     )
@@ -259,10 +267,10 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
             try:
                 with session.begin_nested():
                     predictions.record_outcome(session, event.prediction_id, event.value, at=event.occurred_at,
-                                               rollup=rollup)
+                                               rollup=rollup, targets=event.targets or None)
                 rollup.keep()  # the savepoint held: its change counts
                 result.stored += 1
-            except PredictionNotFound as exc:  # the rest of the batch still lands
+            except (PredictionNotFound, InvalidEvent) as exc:  # the rest of the batch still lands
                 result.rejected.append((i, str(exc)))
             except DATA_ERRORS as exc:
                 if isinstance(exc, TRANSIENT_ERRORS):
@@ -275,7 +283,9 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
         per_model[name] = per_model.get(name, 0) + 1
     for model, count in per_model.items() if coalesce else ():
         job = retrain_requests.coalesce(session, settings, model, count)
-        if job is None:
+        if isinstance(job, Suppressed):  # stored all the same; the retrain it would ask for is recorded as suppressed
+            result.suppressed[model] = job.reason
+        elif job is None:
             result.coalesced += count
         else:
             result.enqueue.append(job)
@@ -321,7 +331,7 @@ def _store_predictions(session: Session, settings: Settings, events: list[Event]
                 predictions.log_prediction(
                     session, event.model, event.features, event.predicted, version_id=event.version_id,
                     confidence=event.confidence, segments=event.segments, proba=event.proba,
-                    prediction_id=prediction_id, at=event.occurred_at, kind=kind)
+                    prediction_id=prediction_id, at=event.occurred_at, kind=kind, targets=event.targets or None)
                 session.flush()
             result.stored += 1
         except (LookupError, InvalidEvent) as exc:  # an unknown model; a class that is no whole number
@@ -396,6 +406,68 @@ def _refused(exc: Exception) -> str:
     cause = getattr(exc, "orig", None) or exc
     first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
     return validation.storable(f"the database refused it: {type(cause).__name__}: {first}"[:300])
+
+
+@dataclass
+class Ingested:
+    stored: Stored  # of the events that parsed; its `rejected` indices are already mapped into `rejected`
+    rejected: dict[int, str] = field(default_factory=dict)  # index in the payloads -> reason, each kept as a row
+
+
+def ingest(session: Session, settings: Settings, payloads: Sequence[Any], known: Mapping[int, str] | None = None,
+           source: str = "event") -> Ingested:
+    """Many per-event messages in the caller's ONE transaction (the per-event path's batch): each payload
+    is parsed, the valid ones stored together (`store`: one INSERT, coalesced per model), and every one
+    refused, here or by `store`, kept as an `event_rejected` row with its reason. `known` are refusals
+    the caller already made (index -> reason; that payload is kept as given). A failure `store` does not
+    foresee costs only its own event: the batch is then stored event by event, each in a savepoint, and
+    the one that fails is rejected with the error. A transient database error propagates (retry it all)."""
+    rejected = dict(known or {})
+    batch: list[Event] = []
+    positions: list[int] = []  # each batched event's index in payloads
+    for i, payload in enumerate(payloads):
+        if i in rejected:
+            continue
+        try:
+            event = parse(payload)
+            if isinstance(event, PurchaseEvent | PredictionEvent):
+                settings.model(event.model)  # an unknown model is this event's problem, not the batch's
+        except (InvalidEvent, LookupError) as exc:
+            rejected[i] = str(exc)
+            continue
+        batch.append(event)
+        positions.append(i)
+    try:
+        with session.begin_nested():
+            result = store(session, settings, batch, source=source)  # type: ignore[arg-type]
+    except TRANSIENT_ERRORS:
+        raise
+    except Exception:  # noqa: BLE001  (whatever it is, it must not take the batch's other events with it)
+        result = _store_one_by_one(session, settings, batch, source)
+    rejected |= {positions[k]: reason for k, reason in result.rejected}
+    for i in sorted(rejected):
+        reject(session, payloads[i], rejected[i])
+    return Ingested(result, rejected)
+
+
+def _store_one_by_one(session: Session, settings: Settings, batch: list[Event], source: str) -> Stored:
+    out = Stored()
+    for k, event in enumerate(batch):
+        try:
+            with session.begin_nested():
+                one = store(session, settings, [event], source=source)  # type: ignore[list-item]
+        except TRANSIENT_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            out.rejected.append((k, validation.storable(f"{type(exc).__name__}: {exc}"[:500])))
+            continue
+        out.stored += one.stored
+        out.duplicates += one.duplicates
+        out.coalesced += one.coalesced
+        out.enqueue += one.enqueue
+        out.suppressed |= one.suppressed
+        out.rejected += [(k, reason) for _, reason in one.rejected]
+    return out
 
 
 def reject(session: Session, payload: Any, error: str) -> None:

@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from retrainer.config import Settings
 from retrainer.db.records import Trigger
 from retrainer.services import events, retrain_requests
+from retrainer.services.controls import Suppressed
 from retrainer.services.errors import InvalidEvent
 from retrainer.services.retrain_requests import Enqueue
 
@@ -50,12 +51,14 @@ class Report:
     rejected_count: int = 0
     rejected: list[tuple[int, str]] = field(default_factory=list)  # (line, reason), the first SHOW_REJECTED
     enqueue: Enqueue | None = None  # the one retrain to send after the caller's commit
+    suppressed: str | None = None  # why no retrain was asked for (model paused, budget spent)
 
     def as_dict(self) -> dict[str, Any]:
         return {"file": self.file, "rows": self.rows, "stored": self.stored, "duplicates": self.duplicates,
                 "rejected_count": self.rejected_count,
                 "rejected": [{"line": line, "error": why} for line, why in self.rejected],
-                "retrain_request": self.enqueue.request_id if self.enqueue else None}
+                "retrain_request": self.enqueue.request_id if self.enqueue else None,
+                "retrain_suppressed": self.suppressed}
 
 
 def ingest(session: Session, settings: Settings, model: str, path: Path, label: str, time: str | None = None,
@@ -91,8 +94,12 @@ def ingest(session: Session, settings: Settings, model: str, path: Path, label: 
         raise IngestError(f"{path}: no data rows (a header line, then one row per observation)")
     report.rejected.sort()
     if retrain and report.stored:
-        report.enqueue = retrain_requests.coalesce(session, settings, model, report.stored, Trigger.NEW_SAMPLES,
-                                                   requested_by="ingest")
+        job = retrain_requests.coalesce(session, settings, model, report.stored, Trigger.NEW_SAMPLES,
+                                        requested_by="ingest")
+        if isinstance(job, Suppressed):
+            report.suppressed = job.reason
+        else:
+            report.enqueue = job
     return report
 
 

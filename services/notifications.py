@@ -12,7 +12,7 @@ from typing import Any
 from pydantic import SecretStr
 from sqlalchemy.orm import Session
 
-from retrainer.db.records import TrainingRun
+from retrainer.db.records import RetrainRequest, SystemEvent, TrainingRun, Trigger
 from retrainer.services import audit
 from retrainer.services.errors import NotFound
 
@@ -24,6 +24,7 @@ HEADLINES = {  # outcome -> (emoji, headline)
     "kept": (":pause_button:", "{model}: {version} trained, production kept"),
     "insufficient_data": (":warning:", "{model}: not enough data to retrain"),
     "error": (":x:", "{model}: retrain failed"),
+    "data_check_failed": (":x:", "{model}: retrain failed its data checks"),
     "skipped": (":fast_forward:", "{model}: retrain skipped"),
 }
 
@@ -48,7 +49,7 @@ def decision_message(session: Session, run_id: str) -> tuple[str, list[dict[str,
     emoji, template = HEADLINES.get(outcome, (":information_source:", "{model}: " + outcome))
     headline = template.format(model=run.model, version=run.version_id or "–")
     fields = [
-        f"*Model*\n{run.model}", f"*Trigger*\n{run.trigger.value}",
+        f"*Model*\n{run.model}", f"*Trigger*\n{trigger_text(session, run)}",
         f"*Candidate*\n{run.version_id or '–'}", f"*Run*\n{run.run_id}",
     ]
     blocks: list[dict[str, Any]] = [
@@ -64,6 +65,36 @@ def decision_message(session: Session, run_id: str) -> tuple[str, list[dict[str,
     if reason:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": reason[:2000]}]})
     return f"{emoji} {headline}", blocks
+
+
+def alert_message(session: Session, event_id: int) -> tuple[str, list[dict[str, Any]]]:
+    """An alert recorded in system_events (kind `alert`) as a Slack message."""
+    event = session.get(SystemEvent, event_id)
+    if event is None or event.kind != "alert":
+        raise NotFound(f"alert {event_id} not found")
+    text = f":rotating_light: {event.message}"
+    return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]
+
+
+def notify_alert(session: Session, event_id: int, webhook_url: SecretStr | None, timeout: float) -> str:
+    text, blocks = alert_message(session, event_id)
+    session.commit()  # as notify_decision: no transaction open during the HTTP call
+    how = send(webhook_url, text, blocks, timeout)
+    event = session.get(SystemEvent, event_id)
+    audit.record(session, "notification", f"alert {event_id} {how}: {text}", model=event.model if event else None,
+                 alert_event_id=event_id, channel="slack", delivery=how)
+    return how
+
+
+def trigger_text(session: Session, run: TrainingRun) -> str:
+    """Why the run ran: its trigger, who asked and why, the drift report, whether it fine-tuned."""
+    text = run.trigger.value + (" (fine-tune)" if run.fine_tune else "")
+    request = session.get(RetrainRequest, run.request_id) if run.request_id else None
+    if request is not None and run.trigger == Trigger.MANUAL and request.requested_by != Trigger.MANUAL.value:
+        text += f" by {request.requested_by}" + (f": {request.reason[:200]}" if request.reason else "")
+    if run.drift_report_id is not None:
+        text += f" (drift report {run.drift_report_id})"
+    return text
 
 
 def send(webhook_url: SecretStr | None, text: str, blocks: list[dict[str, Any]], timeout: float) -> str:
@@ -96,3 +127,10 @@ def notify_decision(session: Session, run_id: str, webhook_url: SecretStr | None
     audit.record(session, "notification", f"decision for {run_id} {how}: {text}", model=run.model if run else None,
                  run_id=run_id, channel="slack", delivery=how)
     return how
+
+
+def record_failure(session: Session, what: str, model: str | None, why: str, retries: int, **ids: Any) -> None:
+    """A message that could not be delivered: recorded, so `status` shows it. `why` names the exception
+    and Slack's status code only (the messages above never hold the webhook URL)."""
+    audit.record(session, "notification_failed", f"{what} not delivered after {retries} retries: {why[:300]}",
+                 model=model, channel="slack", retries=retries, **ids)

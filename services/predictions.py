@@ -39,7 +39,20 @@ def _check_text(value: str | None, where: str, max_chars: int) -> str | None:
 
 MAX_SEGMENTS = 16  # keys in a prediction's segments map
 MAX_SEGMENT_CHARS = 64  # a segment key or value
+MAX_TARGETS = 4  # second targets served beside the first (ROAS beside CTR)
 MAX_CLASSES = 100  # classes in a prediction's probabilities
+
+
+def check_targets(targets: Any, where: str = "targets") -> dict[str, float]:
+    """Second targets served beside the first (ROAS beside CTR): a few names -> finite numbers."""
+    if targets is None:
+        return {}
+    if not isinstance(targets, dict):
+        raise InvalidEvent(f"{where}: expected an object of name -> number")
+    if len(targets) > MAX_TARGETS:
+        raise InvalidEvent(f"{where}: {len(targets)} keys; at most {MAX_TARGETS}")
+    return {validation.text(k, f"{where}: name {validation.show(k)}", MAX_SEGMENT_CHARS):
+            check_value(v, f"{where}.{validation.label(str(k))}") for k, v in targets.items()}
 
 
 def check_segments(segments: Any, where: str = "segments") -> dict[str, str]:
@@ -97,6 +110,7 @@ def log_prediction(
     prediction_id: str | None = None,
     at: datetime | None = None,
     kind: Live | str = Live.REGRESSION,
+    targets: dict[str, float] | None = None,
 ) -> PredictionRecord:
     """Log one served prediction. `kind` is the model family's live kind (metric_spec.live): it says
     how the outcome's error is measured; a classifier's `predicted` is its class."""
@@ -114,6 +128,7 @@ def log_prediction(
         proba=check_proba(proba),
         confidence=None if confidence is None else check_value(confidence, "confidence"),
         segments=check_segments(segments),
+        targets={name: {"predicted": v} for name, v in check_targets(targets).items()} or None,
         status=PredictionStatus.PREDICTED,
         predicted_at=clock.now() if at is None else validation.moment(at, "at"),
     )
@@ -157,10 +172,12 @@ def _error(kind: PredictionKind, actual: float, predicted: float) -> float:
 
 
 def record_outcome(session: Session, prediction_id: str, actual: float, at: datetime | None = None,
-                   rollup: live_rollup.Batch | None = None) -> PredictionRecord:
+                   rollup: live_rollup.Batch | None = None, targets: dict[str, float] | None = None) -> PredictionRecord:
     """Attach the real outcome; idempotent for the same value (a re-delivered event changes nothing).
-    The live-accuracy rollup is updated at once, or staged into `rollup` (a batch; see live_rollup.Batch)."""
+    The live-accuracy rollup is updated at once, or staged into `rollup` (a batch; see live_rollup.Batch).
+    `targets`: the outcomes of second targets the prediction was served with (ROAS beside CTR)."""
     actual = check_value(actual, "actual")
+    seconds = check_targets(targets)
     prediction_id = validation.text(prediction_id, "prediction_id", validation.MAX_ID_CHARS)
     at = None if at is None else validation.moment(at, "at")
     record = session.scalar(
@@ -170,6 +187,12 @@ def record_outcome(session: Session, prediction_id: str, actual: float, at: date
         raise PredictionNotFound(prediction_id)
     if record.kind == PredictionKind.CLASSIFICATION:
         check_class(actual, "actual")
+    if seconds:
+        served = record.targets or {}
+        if unknown := sorted(set(seconds) - set(served)):
+            raise InvalidEvent(f"targets: {', '.join(map(repr, unknown))} not served with prediction {prediction_id!r}"
+                               f" (served: {', '.join(sorted(served)) or 'none'})")
+        record.targets = {k: v | ({"actual": seconds[k]} if k in seconds else {}) for k, v in served.items()}
     if record.status == PredictionStatus.COMPLETED and record.actual == actual:
         return record
     when = at or clock.now()

@@ -74,7 +74,7 @@ def _close_finished(session: Session, repairs: Repairs) -> None:
     stale = session.execute(
         sa.select(RetrainRequest, TrainingRun.status)
         .join(TrainingRun, TrainingRun.run_id == RetrainRequest.run_id)
-        .where(RetrainRequest.status == RequestStatus.RUNNING, TrainingRun.status != RunStatus.RUNNING)
+        .where(RetrainRequest.status == RequestStatus.PROCESSING, TrainingRun.status != RunStatus.RUNNING)
     ).all()
     for request, run_status in stale:
         done = run_status in (RunStatus.COMPLETED, RunStatus.SKIPPED)  # skipped = insufficient data: answered
@@ -100,7 +100,7 @@ def _resend_pending(session: Session, settings: Settings, repairs: Repairs, hand
             continue
         request.not_before = now  # re-sent at most once per resend_after
         repairs.resent_requests.append(request.id)
-        repairs.jobs.append(Enqueue(request.model, request.id, 0))
+        repairs.jobs.append(Enqueue(request.model, request.id, 0, request.priority))
 
 
 def _sweep(session: Session, settings: Settings, repairs: Repairs, grace: timedelta) -> None:

@@ -5,7 +5,7 @@ The shapes are stable: keys are only ever added. Timestamps are ISO 8601 UTC str
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -22,7 +22,7 @@ from retrainer.db.records import (
     TrainingRun,
 )
 from retrainer.models.base import family_class, live_check
-from retrainer.services import accuracy, registry
+from retrainer.services import accuracy, controls, drift_check, registry
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -80,6 +80,9 @@ def run_dict(r: TrainingRun) -> dict[str, Any]:
         "error_message": r.error_message,
         "celery_task_id": r.celery_task_id,
         "request_id": r.request_id,
+        "fine_tune": r.fine_tune,
+        "drift_report_id": r.drift_report_id,
+        "data_report": r.data_report,
     }
 
 
@@ -150,7 +153,52 @@ def status(session: Session, settings: Settings) -> dict[str, Any]:
             "production": version_dict(current) if current else None,
             "live_accuracy": live.as_dict() | {"kind": live.kind.value, "lookback_days": cfg.accuracy.lookback_days,
                                                "metric": metric, "threshold": threshold},
+            "second_target": accuracy.second_target(session, name, cfg.accuracy,
+                                                    current.version_id if current else None),
+            "live_segments": {key: {value: part.as_dict() for value, part in accuracy.breakdown(
+                session, name, key, cfg.accuracy.lookback_days, kind=live.kind,
+                version_id=current.version_id if current else None).items()} for key in cfg.accuracy.segments},
             "last_run": run_dict(last) if last else None,
             "pending_requests": pending,
+            "state": controls.state(session, name),
+            "budget": {"max_runs": cfg.budget.max_runs, "per_hours": cfg.budget.per_hours,
+                       "used": controls.automatic_runs(session, name, cfg.budget.per_hours)},
+            "triggers": latest_checks(session, name),
+            "drift": drift_check.summary(session, name),  # the latest drift report's verdict
+            "suppressed": _latest(session, name, "suppressed", SUPPRESSED_HOURS),
+            "notifications_failed": _latest(session, name, "notification_failed", FAILED_NOTIFICATION_HOURS),
+            "alert": _latest(session, name, "alert", FAILED_NOTIFICATION_HOURS),
         }
     return {"models": models, "checked_at": clock.now().isoformat()}
+
+
+CHECKS = ("accuracy", "accept_rate", "errors", "new_data", "drift")
+SUPPRESSED_HOURS = 24  # `status` shows the latest suppression, failed notification and alert this recent
+FAILED_NOTIFICATION_HOURS = 7 * 24
+
+
+def latest_checks(session: Session, model: str, scan: int = 200) -> dict[str, Any]:
+    """Each trigger's latest recorded outcome (system_events kind `check`): status, message and when."""
+    rows = session.scalars(
+        sa.select(SystemEvent).where(SystemEvent.model == model, SystemEvent.kind == "check")
+        .order_by(SystemEvent.id.desc()).limit(scan)
+    )
+    out: dict[str, Any] = dict.fromkeys(CHECKS)
+    for event in rows:
+        check = event.payload.get("check")
+        if check in out and out[check] is None:
+            out[check] = {"status": event.payload.get("status"), "message": event.message,
+                          "at": _iso(event.created_at)}
+    return out
+
+
+def _latest(session: Session, model: str, kind: str, hours: float) -> dict[str, Any] | None:
+    """The model's latest system event of `kind` within `hours`, and how many there were."""
+    since = clock.now() - timedelta(hours=hours)
+    where = (SystemEvent.model == model, SystemEvent.kind == kind, SystemEvent.created_at >= since)
+    count = session.scalar(sa.select(sa.func.count()).select_from(SystemEvent).where(*where)) or 0
+    if not count:
+        return None
+    event = session.scalar(sa.select(SystemEvent).where(*where).order_by(SystemEvent.id.desc()).limit(1))
+    return {"count": count, "message": event.message, "at": _iso(event.created_at),
+            "repeats": event.payload.get("repeats")}

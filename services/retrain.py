@@ -3,6 +3,7 @@
 1 take the model's run lock (a 'running' training_runs row, fenced by run id; a duplicate: skipped)
 2 load the newest labelled rows and validate them
 3 time-ordered split: train < cutoff <= holdout
+  then the data checks (services/data_checks.py): a failing one ends the run, its report on the run
 4 fit the candidate
 5 score candidate and production on the same holdout rows
 6 decide with the promotion policy
@@ -23,23 +24,28 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from retrainer import clock
 from retrainer.config import ModelConfig, Settings, UnknownModel
 from retrainer.db import TRANSIENT_ERRORS
 from retrainer.db.records import (
+    FeatureProfile,
     ModelEvaluation,
     ModelVersion,
     RequestStatus,
     RunStatus,
+    TrainingRun,
     Trigger,
 )
 from retrainer.models.base import ArtifactError, DataError, Family, Metrics, Prediction, family_class, load_family
 from retrainer.services import (
     artifacts,
     audit,
+    data_checks,
     dataset,
+    drift,
     policy,
     registry,
     retrain_requests,
@@ -98,7 +104,8 @@ def retrain(
     written: list[Path] = []  # the candidate's artifact, filled in as soon as the file exists
     try:
         with run_lock.Heartbeat(session.get_bind(), run_id, timedelta(seconds=settings.recovery.lease_seconds)) as heartbeat:
-            result = _train_and_decide(session, settings, cfg, model, run_id, request_id, written, heartbeat)
+            result = _train_and_decide(session, settings, cfg, model, run_id, request_id, written, heartbeat,
+                                       claimed.fine_tune)
         session.commit()
         return base | result
     except TRANSIENT_ERRORS:
@@ -121,6 +128,51 @@ def retrain(
         return base | {"status": "error", "message": message}
 
 
+def _check_data(session: Session, cfg: ModelConfig, run_id: str, raw: pd.DataFrame, valid: dataset.Validated,
+                train: pd.DataFrame, holdout: pd.DataFrame,
+                production: schema.FeatureSchema | None) -> data_checks.DataReport | None:
+    """The data checks' report, None when they are off. A passing report is on the run at once (its
+    own commit), so a run that fails later, fitting or at the swap, still shows what its data was."""
+    if not cfg.data_checks.enabled:
+        return None
+    family = load_family(cfg.family, cfg.params)  # the instance: a classifier's task is configured
+    report = data_checks.run(raw, valid, train, holdout, production, family.task, cfg.data_checks,
+                             needs_time=family.needs_time)
+    if report.ok:
+        done = session.execute(
+            sa.update(TrainingRun).where(TrainingRun.run_id == run_id, TrainingRun.status == RunStatus.RUNNING)
+            .values(data_report=report.to_json()).execution_options(synchronize_session=False)
+        )
+        if done.rowcount != 1:
+            raise run_lock.LostLock(f"run {run_id} lost its lock (lease expired); its result is discarded")
+        session.commit()
+    return report
+
+
+def _data_check_failed(session: Session, cfg: ModelConfig, model: str, run_id: str, request_id: int | None,
+                       report: data_checks.DataReport, rows: int, unused: dict[str, int]) -> dict[str, Any]:
+    """End a run whose data failed its checks: nothing fitted, nothing promoted, the report on the run.
+    When only the split is too small, more data fixes it: that is insufficient_data, as too few rows are."""
+    problems, data_report = report.summary(), report.to_json()
+    if report.too_few_rows:
+        message = f"too few rows to train and judge a candidate: {problems}"
+        run_lock.finish(session, run_id, status=RunStatus.SKIPPED, outcome="insufficient_data", dataset_size=rows,
+                        error_message=message[:2000], data_report=data_report, source=_source(cfg))
+        retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
+        audit.record(session, "decision", f"{model}: {message}"[:2000], model=model, run_id=run_id,
+                     outcome="insufficient_data")
+        return {"status": "insufficient_data", "count": rows, "message": message, "unused_features": unused,
+                "data_report": data_report}
+    # status "error": the CLI exits 1 and the task ends FAILURE, as for any failed run; `outcome` says which
+    message = f"data checks failed: {problems}"
+    run_lock.finish(session, run_id, status=RunStatus.FAILED, outcome="data_check_failed", dataset_size=rows,
+                    error_message=message[:2000], data_report=data_report, source=_source(cfg))
+    retrain_requests.close(session, request_id, RequestStatus.FAILED, message[:2000])
+    audit.record(session, "decision", f"{model}: retrain {run_id} {message}"[:2000], model=model, run_id=run_id,
+                 outcome="data_check_failed", checks=sorted({p.check for p in report.errors}))
+    return {"status": "error", "outcome": "data_check_failed", "message": message, "data_report": data_report}
+
+
 def _source(cfg: ModelConfig) -> str:
     """What the run read its rows from, as training_runs.source records it."""
     return "observations" if cfg.training.source is None else sources.KIND
@@ -133,7 +185,7 @@ def _remove(paths: list[Path]) -> None:
 
 def _train_and_decide(
     session: Session, settings: Settings, cfg: ModelConfig, model: str, run_id: str, request_id: int | None,
-    written: list[Path], heartbeat: run_lock.Heartbeat,
+    written: list[Path], heartbeat: run_lock.Heartbeat, fine_tune: bool = False,
 ) -> dict[str, Any]:
     # 2 load + validate
     # The rows are read through the schema the model's production version was trained on, unless the
@@ -168,10 +220,14 @@ def _train_and_decide(
 
     # 3 split, 4 fit
     train, holdout_frame, holdout = dataset.split(frame, cfg.training.test_fraction)
+    report = _check_data(session, cfg, run_id, raw, valid, train, holdout_frame, production)
+    if report is not None and not report.ok:  # nothing is fitted: the run fails (or lacks data) with its report
+        return _data_check_failed(session, cfg, model, run_id, request_id, report, len(frame), valid.unused)
     estimator = load_family(cfg.family, cfg.params)
+    parent, tuned_note = _parent(estimator, champion, fine_tune)
     t0 = time.perf_counter()
     estimator.fit(dataset.features(train), train[dataset.LABEL],
-                  time=train[dataset.TIME] if estimator.needs_time else None)
+                  time=train[dataset.TIME] if estimator.needs_time else None, parent=parent)
     fit_seconds = time.perf_counter() - t0
 
     # 5 score both on the same rows
@@ -185,7 +241,8 @@ def _train_and_decide(
 
     # 6 decide
     decision = policy.decide(cand_metrics, champ_metrics, cfg.promotion, champion.version_id if champion else None, problem)
-    reason = f"{decision.reason}; {note}" if note else decision.reason
+    warned = report.warning_note() if report else ""
+    reason = "; ".join(part for part in (decision.reason, tuned_note, note, warned) if part)
     if decision.alert:
         audit.record(session, "alert", f"{model}: {decision.reason}", model=model, run_id=run_id,
                      version_id=champion.version_id if champion else None)
@@ -208,6 +265,9 @@ def _train_and_decide(
         feature_schema=valid.schema.observed(dataset.features(train)).to_json(),
     ))
     session.flush()
+    # The reference the drift check compares recent inputs with (services/drift.py): built here, once.
+    session.add(FeatureProfile(version_id=version_id, rows=len(train), profile=drift.build_profile(
+        dataset.features(train), {f.name: f.type.value for f in valid.schema.features})))
     holdout_cols = dict(holdout_start=holdout.start, holdout_end=holdout.end, holdout_rows=holdout.rows,
                         holdout_hash=holdout.hash, primary_metric=cand_metrics.primary)
     session.add(ModelEvaluation(
@@ -231,7 +291,7 @@ def _train_and_decide(
         metrics=cand_metrics.storable(), old_metrics=champ_metrics.storable() if champ_metrics else None,
         promoted_to_production=decision.promote,
         improvement_percentage=None if decision.improvement_pct is None else _finite(decision.improvement_pct),
-        promotion_reason=reason, source=_source(cfg),
+        promotion_reason=reason, source=_source(cfg), fine_tune=parent is not None,
     )
     retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
     audit.record(
@@ -250,14 +310,30 @@ def _train_and_decide(
         "dropped_rows": valid.dropped,
         "feature_problems": valid.problems,
         "unused_features": valid.unused,
+        "data_report": report.to_json() if report else None,
         "metrics": _result_metrics(cand_metrics, holdout.rows, now.isoformat()),
         "old_metrics": _result_metrics(champ_metrics, holdout.rows),
         "improvement": _improvement(cand_metrics, champ_metrics, decision.improvement_pct, estimator.metric_spec),
         "promoted": decision.promote,
+        "fine_tune": parent is not None,
         "reason": reason,
         "retrained_at": now.isoformat(),
     }
     return result
+
+
+def _parent(estimator: Family, champion: ModelVersion | None, fine_tune: bool) -> tuple[Family | None, str | None]:
+    """The production estimator a fine-tune continues from, or None (a full retrain) and why not."""
+    if not fine_tune:
+        return None, None
+    if not estimator.can_fine_tune:
+        return None, f"family {estimator.algorithm!r} cannot fine-tune: retrained from scratch"
+    if champion is None:
+        return None, "no production version to fine-tune: trained from scratch"
+    try:
+        return registry.load_estimator(champion), f"fine-tuned from {champion.version_id}"
+    except ArtifactError as exc:
+        return None, f"production artifact unusable ({exc}): retrained from scratch"
 
 
 def _finite(value: Any) -> float | None:

@@ -39,6 +39,7 @@ class Claim:
     run_id: str | None
     request_id: int | None
     skipped: dict[str, Any] | None = None
+    fine_tune: bool = False  # the request asks to continue from the production version
 
 
 def new_run_id() -> str:
@@ -59,7 +60,7 @@ def claim(session: Session, model: str, trigger: Trigger, request_id: int | None
     if request is None or request.model != model:
         return _skip(session, model, f"retrain request {request_id} of {model!r} does not exist")
     trigger = request.trigger  # the request says why; a re-sent message may not
-    if request.status == RequestStatus.RUNNING:
+    if request.status == RequestStatus.PROCESSING:
         holder = session.get(TrainingRun, request.run_id) if request.run_id else None
         if not _own_earlier_attempt(holder, task_id, attempt):
             return _skip(session, model, f"retrain request {request.id} is being handled by run {request.run_id}",
@@ -80,6 +81,7 @@ def claim(session: Session, model: str, trigger: Trigger, request_id: int | None
             session.add(TrainingRun(
                 run_id=run_id, model=model, trigger=trigger, status=RunStatus.RUNNING, started_at=now,
                 lease_expires_at=now + timedelta(seconds=recovery.lease_seconds), celery_task_id=task_id, request_id=request.id, attempt=attempt,
+                fine_tune=request.fine_tune, drift_report_id=request.drift_report_id,
             ))
     except IntegrityError:  # another request's run holds the model: ours stays pending for its follow-up
         holder_id = session.scalar(
@@ -92,11 +94,11 @@ def claim(session: Session, model: str, trigger: Trigger, request_id: int | None
             request_id=request.id, attempt=attempt,
         ))
         return _skip(session, model, message, holder=holder_id, run_id=run_id, request_id=request.id)
-    request.status, request.started_at, request.run_id = RequestStatus.RUNNING, now, run_id
+    request.status, request.started_at, request.run_id = RequestStatus.PROCESSING, now, run_id
     audit.record(session, "trigger", f"{model}: retrain started ({trigger.value})", model=model, run_id=run_id,
                  trigger=trigger.value, request_id=request.id)
     session.commit()
-    return Claim(run_id, request.id)
+    return Claim(run_id, request.id, fine_tune=request.fine_tune)
 
 
 def _own_earlier_attempt(holder: TrainingRun | None, task_id: str | None, attempt: int) -> bool:

@@ -5,10 +5,13 @@ Docs: https://docs.celeryq.dev/en/stable/userguide/configuration.html
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
+from celery.signals import celeryd_after_setup
 from kombu import Exchange, Queue
 
 from retrainer.config import Settings, get_settings
@@ -41,12 +44,42 @@ def broker_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+# Messages an events worker may hold unacknowledged: two batches (tasks/events.py FLUSH_EVERY), one being
+# stored while the next fills. A batch needs a window at least its size, or it waits for its timer.
+EVENTS_WINDOW = 1000
+
+
 def prefetch_multiplier(settings: Settings) -> int:
     """1 on a server broker: a long retrain must not hold queued messages hostage. The embedded broker
     runs celery 5.6's synchronous loop, which acknowledges a message only when its next 2 s poll ends
     (celery#10263, fixed in 5.7); with a window of one message per child each event then waited for
     that poll. One machine, one worker: a wider window costs nothing there."""
     return 16 if settings.broker_url.startswith("filesystem") else 1
+
+
+def events_prefetch_multiplier(queues: Iterable[str], concurrency: int) -> int | None:
+    """The multiplier of a worker that consumes the events queue and not the training queue: a window of
+    EVENTS_WINDOW messages whatever its concurrency. None for any other worker (training keeps 1)."""
+    consumed = set(queues)
+    if "events" not in consumed or "training" in consumed:
+        return None
+    return math.ceil(EVENTS_WINDOW / max(concurrency, 1))
+
+
+@celeryd_after_setup.connect
+def _events_window(instance: Any, conf: Any, **_: Any) -> None:
+    """A starting worker's -Q and -c are known here and its consumer is built but not started: widen an
+    events worker's window. An explicit `--prefetch-multiplier` (other than the configured one) wins."""
+    processes = max(getattr(instance, "max_concurrency", None) or instance.concurrency, 1)  # --autoscale: its max
+    multiplier = events_prefetch_multiplier(instance.app.amqp.queues.consume_from, processes)
+    consumer = getattr(instance, "consumer", None)
+    if multiplier is None or consumer is None or instance.prefetch_multiplier != conf.worker_prefetch_multiplier:
+        return
+    multiplier = max(multiplier, instance.prefetch_multiplier)
+    # What celery.worker.components.Consumer.create derived from the multiplier; the consumer also
+    # re-derives its window from `prefetch_multiplier` after a reconnect and when the pool resizes.
+    instance.prefetch_multiplier = consumer.prefetch_multiplier = multiplier
+    consumer.initial_prefetch_count = processes * multiplier
 
 
 def configure(app: Celery, settings: Settings) -> None:
@@ -56,6 +89,8 @@ def configure(app: Celery, settings: Settings) -> None:
         Path(settings.result_backend.removeprefix("db+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     app.conf.update(
         broker_url=settings.broker_url,
+        # kombu's Redis transport, moving messages in bulk (tasks/broker.py)
+        broker_transport="retrainer.tasks.broker:Transport" if settings.broker_url.startswith("redis://") else None,
         result_backend=settings.result_backend,
         broker_transport_options=broker_options(settings),
         result_backend_transport_options={"global_keyprefix": f"{settings.redis_key_prefix}:"}
@@ -78,6 +113,7 @@ def configure(app: Celery, settings: Settings) -> None:
         timezone="UTC",
         enable_utc=True,
         beat_schedule=beat_schedule(settings),
+        beat_scheduler="retrainer.tasks.schedule:ReloadingScheduler",  # follows a changed retrainer.yaml
         beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
         worker_hijack_root_logger=True,
         worker_log_format=LOG_FORMAT,  # task lines carry "[model task-id]" (tasks/logcontext.py)

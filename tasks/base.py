@@ -7,10 +7,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from celery import Task
-from celery.signals import worker_process_init, worker_process_shutdown
+from celery.signals import task_prerun, worker_process_init, worker_process_shutdown
 from sqlalchemy.orm import Session
 
 from retrainer.config import get_settings
+from retrainer.config.watch import ConfigWatch
 from retrainer.db import TRANSIENT_ERRORS, dispose_engines, session_scope
 
 
@@ -43,3 +44,13 @@ def _init_process(**_: object) -> None:
 @worker_process_shutdown.connect
 def _shutdown_process(**_: object) -> None:
     dispose_engines()
+
+
+_watch = ConfigWatch()
+
+
+@task_prerun.connect
+def _follow_configuration(**_: object) -> None:
+    # One stat per task: a model added to retrainer.yaml is known to the next message, no restart
+    # (a change that needs one is logged as an error by the watch).
+    _watch.poll()

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
 import redis
 from kombu.exceptions import OperationalError as BrokerError
 
-from retrainer.config import ModelConfig, get_settings
+from retrainer.config import get_settings
 from retrainer.db.records import Trigger
-from retrainer.services import accept_rate, accuracy, blocks, reconcile, retrain_requests
+from retrainer.services import blocks, reconcile, retrain_requests, triggers
+from retrainer.services.controls import Suppressed
 from retrainer.tasks import inbox
 from retrainer.tasks.app import app
 from retrainer.tasks.base import RetrainerTask
@@ -20,31 +20,47 @@ from retrainer.tasks.enqueue import send_jobs
 log = logging.getLogger(__name__)
 
 
-@app.task(name="checks.check_accuracy", base=RetrainerTask, bind=True, soft_time_limit=120, time_limit=180)
-def check_accuracy(self: RetrainerTask, model: str) -> dict[str, Any]:
-    return _check(self, model, Trigger.ACCURACY, "check_accuracy",
-                  lambda session, cfg: accuracy.check(session, model, cfg.accuracy, cfg.family))
+# The beat task of each check of services/triggers.py, by the check's name (`retrainer check --trigger NAME`).
+TASKS = {"accuracy": "checks.check_accuracy", "accept_rate": "checks.monitor", "errors": "checks.check_errors",
+         "new_data": "checks.check_new_data", "drift": "checks.check_drift"}
 
 
-@app.task(name="checks.monitor", base=RetrainerTask, bind=True, soft_time_limit=120, time_limit=180)
-def monitor(self: RetrainerTask, model: str) -> dict[str, Any]:
-    """The hourly monitor: the accept-rate check (services/accept_rate.py)."""
-    return _check(self, model, Trigger.ACCEPT_RATE, "monitor",
-                  lambda session, cfg: accept_rate.check(session, model, cfg.accept_rate))
+def _check_task(check: str, doc: str, limit: int = 120) -> Any:
+    """The thin task of one check; its name is TASKS[check], and it asks in that name's last part."""
+    requested_by = TASKS[check].split(".")[1]
+
+    def run(self: RetrainerTask, model: str) -> dict[str, Any]:
+        return _check(self, model, check, requested_by)
+
+    run.__doc__ = doc
+    return app.task(name=TASKS[check], base=RetrainerTask, bind=True, soft_time_limit=limit,
+                    time_limit=limit + 60)(run)
 
 
-def _check(task: RetrainerTask, model: str, trigger: Trigger, requested_by: str,
-           decide: Callable[[Any, ModelConfig], dict[str, Any]]) -> dict[str, Any]:
+check_accuracy = _check_task("accuracy", "Live accuracy of the production version against its threshold.")
+monitor = _check_task("accept_rate", "The hourly monitor: the accept-rate check (services/accept_rate.py).")
+check_new_data = _check_task("new_data", "Enough new labelled rows and time since the last run.")
+check_errors = _check_task("errors", "High-confidence errors: a fine-tune from the production version.")
+check_drift = _check_task("drift", "Recent inputs against the production version's reference profile.", 300)
+
+
+def _check(task: RetrainerTask, model: str, name: str, requested_by: str) -> dict[str, Any]:
     """Run a check; when it says retrain_needed, open (or pull forward) the model's request and enqueue it."""
     settings = get_settings()
+    check = triggers.CHECKS[name]
     job = None
     with task.session() as session:
-        result = decide(session, settings.model(model))
+        result = check.decide(session, model, settings.model(model))
         if result["status"] == "retrain_needed":
-            job = retrain_requests.coalesce(session, settings, model, trigger=trigger, requested_by=requested_by,
-                                            window=0)
+            job = retrain_requests.coalesce(session, settings, model, trigger=check.trigger, requested_by=requested_by,
+                                            window=0, fine_tune=result.get("fine_tune", False),
+                                            drift_report_id=result.get("drift_report_id"))
+    if isinstance(job, Suppressed):  # recorded with its reason; the check's own result says so too
+        result["suppressed"], job = job.reason, None
     if job is not None:  # enqueue only after the request row committed
-        send_jobs([job], trigger=trigger.value, settings=settings)
+        send_jobs([job], trigger=check.trigger.value, settings=settings)
+    if result.get("alert_event_id") is not None:
+        app.send_task("notifications.notify_alert", args=[result["alert_event_id"]], queue="notifications")
     result["retrain_enqueued"] = job is not None
     log.info("%s %s: %s", requested_by, model, result["message"])
     return result
@@ -57,6 +73,9 @@ def request_retrain(self: RetrainerTask, model: str, trigger: str = "schedule") 
     with self.session() as session:
         job = retrain_requests.coalesce(session, settings, model, trigger=Trigger(trigger), requested_by="beat",
                                         window=0)
+    if isinstance(job, Suppressed):
+        log.info("scheduled retrain of %s suppressed: %s", model, job.reason)
+        return False
     if job is not None:
         send_jobs([job], settings=settings)
     return job is not None

@@ -12,14 +12,19 @@ from celery.result import AsyncResult
 
 from retrainer.config import Settings, get_settings
 from retrainer.db import session_scope
-from retrainer.db.records import Trigger
+from retrainer.db.records import Priority, Trigger
 from retrainer.services import retrain_requests
 from retrainer.services.retrain_requests import Enqueue
 from retrainer.tasks.app import app
 
+# Redis serves a queue's priority levels in this order, 0 first (kombu's default steps 0, 3, 6, 9): a
+# high request waiting in the training queue runs before every normal one. Other brokers keep FIFO.
+REDIS_PRIORITY = {Priority.HIGH: 0, Priority.NORMAL: 3, Priority.LOW: 6}
+
 
 def send_retrain(model: str, trigger: str = "manual", request_id: int | None = None, countdown: float = 0,
-                 settings: Settings | None = None, via: Celery | None = None) -> AsyncResult:
+                 settings: Settings | None = None, via: Celery | None = None,
+                 priority: Priority | str = Priority.NORMAL) -> AsyncResult:
     """Enqueue a retrain of `request_id`; without one, open (or join and pull forward) the model's
     request first, so every message names the request that makes it run exactly once."""
     settings = settings or get_settings()
@@ -27,16 +32,17 @@ def send_retrain(model: str, trigger: str = "manual", request_id: int | None = N
         with session_scope(settings.database_url) as session:
             request_id = retrain_requests.open_now(session, model, Trigger(trigger), requested_by=trigger).id
     limit = settings.model(model).training.time_limit_seconds
+    level = REDIS_PRIORITY[Priority(priority)] if settings.broker_url.startswith(("redis", "rediss")) else None
     return (via or app).send_task(
         "training.retrain_model", kwargs={"model": model, "trigger": trigger, "request_id": request_id},
-        queue="training", countdown=countdown or None, soft_time_limit=limit, time_limit=limit + 60,
+        queue="training", countdown=countdown or None, soft_time_limit=limit, time_limit=limit + 60, priority=level,
     )
 
 
 def send_jobs(jobs: Iterable[Enqueue], trigger: str = "event", settings: Settings | None = None,
               via: Celery | None = None) -> list[str]:
     """Enqueue coalesced retrains; call only after the transaction that created them committed."""
-    return [send_retrain(j.model, trigger, j.request_id, j.countdown, settings, via).id for j in jobs]
+    return [send_retrain(j.model, trigger, j.request_id, j.countdown, settings, via, j.priority).id for j in jobs]
 
 
 class RetrainFailed(RuntimeError):

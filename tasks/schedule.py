@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 from typing import Any
 
+from celery.beat import PersistentScheduler
 from celery.schedules import crontab, schedule
 
 from retrainer.config import Settings, parse_schedule
+from retrainer.config.watch import ConfigWatch
 
 
 def as_celery_schedule(expr: str) -> Any:
@@ -15,24 +18,26 @@ def as_celery_schedule(expr: str) -> Any:
     return crontab(**spec) if isinstance(spec, dict) else schedule(run_every=spec)
 
 
+# Each model schedule -> (entry name prefix, task, extra kwargs); the entry is "<prefix>:<model>".
+PER_MODEL = {
+    "check": ("check-accuracy", "checks.check_accuracy", {}),
+    "monitor": ("monitor", "checks.monitor", {}),
+    "drift": ("drift", "checks.check_drift", {}),
+    "new_data": ("new-data", "checks.check_new_data", {}),
+    "errors": ("errors", "checks.check_errors", {}),
+    "retrain": ("retrain", "checks.request_retrain", {"trigger": "schedule"}),
+}
+
+
 def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     entries: dict[str, dict[str, Any]] = {}
     for name, cfg in settings.models.items():
-        if cfg.schedules.check:
-            entries[f"check-accuracy:{name}"] = {
-                "task": "checks.check_accuracy", "schedule": as_celery_schedule(cfg.schedules.check),
-                "kwargs": {"model": name}, "options": {"queue": "checks", "expires": 3600},
-            }
-        if cfg.schedules.monitor:
-            entries[f"monitor:{name}"] = {
-                "task": "checks.monitor", "schedule": as_celery_schedule(cfg.schedules.monitor),
-                "kwargs": {"model": name}, "options": {"queue": "checks", "expires": 3600},
-            }
-        if cfg.schedules.retrain:
-            entries[f"retrain:{name}"] = {
-                "task": "checks.request_retrain", "schedule": as_celery_schedule(cfg.schedules.retrain),
-                "kwargs": {"model": name, "trigger": "schedule"}, "options": {"queue": "checks", "expires": 3600},
-            }
+        for key, (prefix, task, kwargs) in PER_MODEL.items():
+            if expr := getattr(cfg.schedules, key):
+                entries[f"{prefix}:{name}"] = {
+                    "task": task, "schedule": as_celery_schedule(expr), "kwargs": {"model": name, **kwargs},
+                    "options": {"queue": "checks", "expires": 3600},
+                }
     every = settings.recovery.reconcile_every_seconds
     entries["reconcile"] = {  # repairs what crashes leave behind (services/reconcile.py)
         "task": "checks.reconcile", "schedule": schedule(run_every=timedelta(seconds=every)),
@@ -44,3 +49,22 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
         "options": {"queue": "checks", "expires": every},
     }
     return entries
+
+
+class ReloadingScheduler(PersistentScheduler):
+    """Celery's file-backed scheduler that follows a changed configuration file: a model added, removed
+    or rescheduled is on the schedule within WATCH_SECONDS, without restarting beat."""
+
+    WATCH_SECONDS = 10.0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.watch = ConfigWatch()
+        self.watched_at = time.monotonic()
+        super().__init__(*args, **kwargs)
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if time.monotonic() - self.watched_at >= self.WATCH_SECONDS:
+            self.watched_at = time.monotonic()
+            if (new := self.watch.poll()) is not None:
+                self.merge_inplace(beat_schedule(new))  # beat re-heaps when its schedule changed
+        return min(super().tick(*args, **kwargs), self.WATCH_SECONDS)

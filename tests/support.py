@@ -38,7 +38,7 @@ def model_config(**overrides: Any) -> dict[str, Any]:
         "params": dict(SMALL_XGBOOST) if family in ("ctr", "regressor", "classifier") else {},
         "training": {"min_samples": 50, "time_limit_seconds": 120},
         "debounce_seconds": 1,
-        "schedules": {"check": None, "retrain": None, "monitor": None},
+        "schedules": {"check": None, "retrain": None, "monitor": None, "errors": None, "new_data": None, "drift": None},
     }
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(cfg.get(key), dict):

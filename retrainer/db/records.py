@@ -56,7 +56,7 @@ class Trigger(enum.StrEnum):
 
 class RequestStatus(enum.StrEnum):
     PENDING = "pending"
-    RUNNING = "running"
+    PROCESSING = "processing"  # a run works on it (seed 003's word)
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -76,7 +76,10 @@ class PredictionRecord(Base):
     """One prediction a model served and, once known, what actually happened."""
 
     __tablename__ = "prediction_records"
-    __table_args__ = (sa.Index("ix_prediction_records_model_status_at", "model", "status", "predicted_at"),)
+    __table_args__ = (
+        sa.Index("ix_prediction_records_model_status_at", "model", "status", "predicted_at"),
+        sa.Index("ix_prediction_records_model_at", "model", "predicted_at"),  # the drift check's recent inputs
+    )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     prediction_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
@@ -92,6 +95,8 @@ class PredictionRecord(Base):
     proba: Mapped[dict[str, float] | None] = mapped_column(JSONType)  # classification: class -> probability
     confidence: Mapped[float | None]
     segments: Mapped[dict[str, str]] = mapped_column(JSONType, default=dict)  # free keys -> short text
+    # A second target served beside the first (ROAS beside CTR): name -> {"predicted": x, "actual": y}
+    targets: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     actual: Mapped[float | None]
     error: Mapped[float | None]  # regression, forecast: |actual - predicted|; classification: 1 if wrong else 0
     status: Mapped[PredictionStatus] = mapped_column(enum_column(PredictionStatus, "status"), default=PredictionStatus.PREDICTED)
@@ -269,6 +274,8 @@ class RetrainRequest(Base):
     run_id: Mapped[str | None] = mapped_column(sa.String(64))
     lost_runs: Mapped[int] = mapped_column(default=0)  # runs that died on it; capped, so a poison request ends
     error_message: Mapped[str | None] = mapped_column(sa.Text)  # why it failed or was closed
+    fine_tune: Mapped[bool] = mapped_column(default=False)  # continue from production (errors trigger)
+    drift_report_id: Mapped[int | None] = mapped_column(BigId, sa.ForeignKey("drift_reports.id"))  # the drift that asked
 
 
 class TrainingRun(Base):
@@ -311,6 +318,8 @@ class TrainingRun(Base):
     celery_task_id: Mapped[str | None] = mapped_column(sa.String(64))
     request_id: Mapped[int | None] = mapped_column(sa.ForeignKey("retrain_requests.id"))
     notified_at: Mapped[datetime | None]  # when its decision went to the notifications queue (else re-sent)
+    drift_report_id: Mapped[int | None] = mapped_column(BigId, sa.ForeignKey("drift_reports.id"))  # the drift that asked
+    data_report: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # data checks before fitting
 
 
 class ModelEvaluation(Base):
@@ -346,3 +355,48 @@ class SystemEvent(Base):
     message: Mapped[str] = mapped_column(sa.Text)
     payload: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class FeatureProfile(Base):
+    """A version's reference profile of every feature, built from its training rows when it is
+    trained (services/drift.py): what the drift check compares recent inputs with."""
+
+    __tablename__ = "feature_profiles"
+
+    version_id: Mapped[str] = mapped_column(sa.ForeignKey("model_versions.version_id"), primary_key=True)
+    rows: Mapped[int]
+    profile: Mapped[dict[str, Any]]
+    built_at: Mapped[datetime] = mapped_column(default=_now)
+
+
+class DriftReport(Base):
+    """One drift check: recent inputs against the production version's reference profile, per feature."""
+
+    __tablename__ = "drift_reports"
+    __table_args__ = (sa.Index("ix_drift_reports_model_checked", "model", "checked_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(100))
+    version_id: Mapped[str | None] = mapped_column(sa.ForeignKey("model_versions.version_id"))  # the reference
+    checked_at: Mapped[datetime] = mapped_column(default=_now)
+    window_start: Mapped[datetime | None]
+    window_end: Mapped[datetime | None]
+    rows: Mapped[int] = mapped_column(default=0)  # recent inputs compared
+    status: Mapped[str] = mapped_column(sa.String(32))  # drift_detected / no_drift / insufficient_data / no_reference
+    drifted: Mapped[bool] = mapped_column(default=False)  # dataset drift: share of drifted features >= share
+    drifted_share: Mapped[float | None]
+    share_threshold: Mapped[float]
+    features: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)  # name -> method, statistic, threshold, drifted
+    message: Mapped[str] = mapped_column(sa.Text, default="")
+
+
+class ModelControl(Base):
+    """Runtime state of a model that a person sets without a restart: paused (no automatic retrain)."""
+
+    __tablename__ = "model_controls"
+
+    model: Mapped[str] = mapped_column(sa.String(100), primary_key=True)
+    paused: Mapped[bool] = mapped_column(default=False)
+    changed_at: Mapped[datetime] = mapped_column(default=_now)
+    changed_by: Mapped[str] = mapped_column(sa.String(100))
+    reason: Mapped[str | None] = mapped_column(sa.Text)

@@ -99,3 +99,12 @@ def test_hyper_parameters_are_checked_when_the_configuration_loads() -> None:
         "models.bad.primary_metric: 'auc' is not a metric of family ctr; choose one of mae, rmse, r2, accuracy",
     ]
     assert load_family("ctr", {"n_estimators": 10}).get_params()["n_estimators"] == 10
+
+
+@pytest.mark.parametrize("family", ["ctr", "regressor", "classifier"])
+def test_xgboost_threads_follow_worker_threads_unless_set(family: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from retrainer import config
+
+    monkeypatch.setattr(config, "_current", load_settings(worker_threads=3))
+    assert load_family(family).get_params()["n_jobs"] == 3  # one setting sizes every family's threads
+    assert load_family(family, {"n_jobs": 1}).get_params()["n_jobs"] == 1  # a model's own value wins

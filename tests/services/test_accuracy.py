@@ -9,11 +9,12 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from retrainer import clock
 from retrainer.config import AccuracyCheck, Settings
-from retrainer.db.records import ModelVersion, RunStatus, TrainingRun, Trigger
+from retrainer.db.records import ModelVersion, RunStatus, SystemEvent, TrainingRun, Trigger
 from retrainer.models.base import Live
 from retrainer.services import accuracy, predictions
 
@@ -194,6 +195,11 @@ def test_check_cooldown_after_a_kept_candidate(session: Session) -> None:
     cooled = accuracy.check(session, "ctr", cfg, "ctr")
     assert cooled["status"] == "no_retrain_needed"
     assert "cooldown" in cooled["message"] and "kept" in cooled["message"]
+    # still degraded after a kept candidate: a person must look (an alert, sent to Slack by the task)
+    alert = session.get(SystemEvent, cooled["alert_event_id"])
+    assert alert.kind == "alert" and alert.message.startswith("ctr: still degraded after a kept candidate: mae=")
+    checks = session.scalars(sa.select(SystemEvent).where(SystemEvent.kind == "check")).all()
+    assert [e.payload["status"] for e in checks] == ["retrain_needed", "no_retrain_needed"]  # every outcome recorded
     # cooldown 0 turns it off
     assert accuracy.check(session, "ctr", AccuracyCheck(cooldown_hours=0), "ctr")["status"] == "retrain_needed"
 
@@ -319,3 +325,47 @@ def test_old_mae_threshold_key_is_an_alias(session: Session) -> None:
     assert (cfg.metric, cfg.threshold) == ("mae", 0.001)
     result = accuracy.check(session, "ctr", cfg, "ctr")
     assert result["status"] == "retrain_needed" and result["threshold"] == 0.001
+
+
+def test_check_breaks_the_production_version_down_by_configured_segments(session: Session) -> None:
+    data = populate(session, n=90, seed=4, version_id="ctr-v1")
+    populate(session, n=30, seed=5, version_id="ctr-v0", prefix="old")  # another version: not in its figures
+    session.add(ModelVersion(version_id="ctr-v1", model="ctr", number=1, family="ctr", algorithm="xgboost",
+                             num_training_samples=1, training_duration_seconds=0.1, hyperparameters={}, metrics={},
+                             artifact_uri="x", artifact_sha256="0" * 64, library_versions={}, is_production=True))
+    session.flush()
+    result = accuracy.check(session, "ctr", AccuracyCheck(segments=["hook_type", "absent"]), "ctr")
+    by_hook = result["segments"]["hook_type"]
+    assert set(by_hook) == set(HOOKS) and result["segments"]["absent"] == {}
+    for hook in HOOKS:
+        chosen = data["hook"] == hook
+        assert by_hook[hook]["count"] == int(chosen.sum())
+        assert by_hook[hook]["mae"] == pytest.approx(np.abs(data["actual"][chosen] - data["predicted"][chosen]).mean())
+
+
+def test_a_second_target_is_measured_beside_the_first_and_can_start_a_retrain(session: Session) -> None:
+    from retrainer.config.triggers import SecondTarget
+    from retrainer.services.errors import InvalidEvent
+
+    rng = np.random.default_rng(3)
+    roas_predicted = rng.uniform(1, 3, 60)
+    roas_actual = roas_predicted + rng.normal(0, 0.5, 60)
+    for i in range(60):
+        at = NOW - timedelta(days=1, minutes=i)
+        predictions.log_prediction(session, "ctr", {"x": 1.0}, 0.03, prediction_id=f"t{i}", at=at,
+                                   targets={"roas": float(roas_predicted[i])})
+        session.flush()
+        predictions.record_outcome(session, f"t{i}", 0.031, at=at, targets={"roas": float(roas_actual[i])})
+    mae = float(np.abs(roas_actual - roas_predicted).mean())
+    # CTR itself is fine (MAE 0.001 <= 0.02); ROAS is off by more than 0.2 on average
+    cfg = AccuracyCheck(second_target=SecondTarget(target="roas", metric="mae", threshold=0.2))
+    result = accuracy.check(session, "ctr", cfg, "ctr")
+    assert result["second_target"]["value"] == pytest.approx(mae) and result["second_target"]["count"] == 60
+    assert result["status"] == "retrain_needed" and f"roas mae={mae:.4f} > 0.2" in result["message"]
+    quiet = AccuracyCheck(second_target=SecondTarget(target="roas", metric="mae", threshold=mae + 0.01))
+    assert accuracy.check(session, "ctr", quiet, "ctr")["status"] == "no_retrain_needed"
+
+    with pytest.raises(InvalidEvent, match="targets: 'cpa' not served with prediction 't0' \\(served: roas\\)"):
+        predictions.record_outcome(session, "t0", 0.031, targets={"cpa": 1.0})
+    with pytest.raises(InvalidEvent, match="targets.roas"):
+        predictions.log_prediction(session, "ctr", {"x": 1.0}, 0.03, targets={"roas": float("nan")})

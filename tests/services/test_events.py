@@ -200,7 +200,7 @@ def test_a_storm_of_purchases_yields_one_retrain(settings: Settings, session: Se
 def test_an_event_during_a_run_schedules_exactly_one_follow_up(settings: Settings, session: Session) -> None:
     first = events.store(session, settings, purchases(3, "a"))
     [req] = requests(session)
-    req.status = RequestStatus.RUNNING  # the retrain started
+    req.status = RequestStatus.PROCESSING  # the retrain started
     session.flush()
     follow = events.store(session, settings, purchases(1, "b"))
     assert len(follow.enqueue) == 1
@@ -208,7 +208,7 @@ def test_an_event_during_a_run_schedules_exactly_one_follow_up(settings: Setting
     nothing_more = events.store(session, settings, purchases(1, "c"))
     assert nothing_more.enqueue == []
     rows = requests(session)
-    assert [r.status for r in rows] == [RequestStatus.RUNNING, RequestStatus.PENDING]
+    assert [r.status for r in rows] == [RequestStatus.PROCESSING, RequestStatus.PENDING]
     assert rows[1].event_count == 2
     assert count(session, Observation) == 5
 
@@ -229,13 +229,13 @@ def test_a_redelivered_batch_does_not_ask_for_another_retrain(settings: Settings
     batch = purchases(20, "redeliver")
     events.store(session, settings, batch)
     [req] = requests(session)
-    req.status = RequestStatus.RUNNING
+    req.status = RequestStatus.PROCESSING
     session.flush()
     # the broker hands the same message to a worker again: every event is a duplicate
     again = events.store(session, settings, batch)
     assert (again.stored, again.duplicates) == (0, 20)
     assert again.enqueue == []
-    assert [r.status for r in requests(session)] == [RequestStatus.RUNNING]
+    assert [r.status for r in requests(session)] == [RequestStatus.PROCESSING]
 
 
 def test_outcome_for_unknown_prediction_is_rejected_and_the_rest_stored(settings: Settings, session: Session) -> None:
@@ -558,3 +558,74 @@ def test_empty_features_only_for_a_family_that_reads_the_time(tmp_path: Path, db
 def test_store_without_coalescing_asks_for_no_retrain(settings: Settings, session: Session) -> None:
     result = events.store(session, settings, purchases(5, "quiet"), coalesce=False)
     assert result.stored == 5 and result.enqueue == [] and requests(session) == []
+
+
+def rejections(session: Session) -> list[SystemEvent]:
+    session.flush()
+    return list(session.scalars(sa.select(SystemEvent).where(SystemEvent.kind == "event_rejected")
+                                .order_by(SystemEvent.id)))
+
+
+def test_ingest_stores_a_batch_of_messages_and_keeps_each_refusal(settings: Settings, session: Session) -> None:
+    """The per-event path's batch: JSON documents (and older producers' dicts) stored in one INSERT and
+    coalesced once; each bad one, whatever refused it, is kept as a row with its reason."""
+    documents: list[Any] = [json.dumps(e) for e in synthetic.as_purchase_events(
+        synthetic.generate(300, START, END, seed=4), "ctr", "ing")]
+    documents[10] = "not json"
+    documents[20] = purchase(event_id="no-model", model="nope")  # valid; no such model
+    documents[30] = {"type": "outcome", "prediction_id": "p-missing", "value": 0.1}  # refused by the store
+    documents.append(documents[0])  # a re-delivery in the same batch
+    out = events.ingest(session, settings, documents, known={40: "event: too deep (said by the worker)"})
+    assert (out.stored.stored, out.stored.duplicates) == (296, 1)
+    assert sorted(out.rejected) == [10, 20, 30, 40]
+    assert out.rejected[40] == "event: too deep (said by the worker)"
+    assert out.rejected[20].startswith("unknown model 'nope'") and "p-missing" in out.rejected[30]
+    assert [r.payload["error"] for r in rejections(session)] == [out.rejected[i] for i in (10, 20, 30, 40)]
+    assert count(session, Observation) == 296
+    (request,) = requests(session)
+    assert request.event_count == 296 and len(out.stored.enqueue) == 1
+
+
+def test_ingest_a_failure_store_does_not_foresee_costs_only_its_event(
+    settings: Settings, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_store = events.store
+
+    def store_choking_on_one(session: Session, settings: Settings, batch: list[Any], **kwargs: Any) -> Any:
+        if any(e.event_id == "choke" for e in batch):
+            raise KeyError("a bug")
+        return real_store(session, settings, batch, **kwargs)
+
+    monkeypatch.setattr(events, "store", store_choking_on_one)
+    documents = [json.dumps(purchase(event_id=f"ok-{i}")) for i in range(5)]
+    documents.insert(2, json.dumps(purchase(event_id="choke")))
+    out = events.ingest(session, settings, documents)
+    assert out.stored.stored == 5 and out.rejected == {2: "KeyError: 'a bug'"}
+    assert [r.payload["error"] for r in rejections(session)] == ["KeyError: 'a bug'"]
+    assert requests(session)[0].event_count == 5
+
+
+def test_ingest_lets_a_transient_error_through_to_be_retried(
+    settings: Settings, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def outage(*_: Any, **__: Any) -> Any:
+        raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
+
+    monkeypatch.setattr(events, "_insert_ignoring_duplicates", outage)
+    with pytest.raises(sa.exc.OperationalError):
+        events.ingest(session, settings, [json.dumps(purchase())])
+
+
+def test_second_targets_travel_with_prediction_and_outcome_events(session: Session, settings: Settings) -> None:
+    stored = events.store(session, settings, [
+        events.parse({"type": "prediction", "model": "ctr", "event_id": "p1", "features": {"hook_strength": 0.5},
+                      "predicted": 0.03, "targets": {"roas": 2.5}}),
+        events.parse({"type": "outcome", "prediction_id": "p1", "value": 0.04, "targets": {"roas": 2.0}}),
+        events.parse({"type": "outcome", "prediction_id": "p1", "value": 0.04, "targets": {"cpa": 3.0}}),
+    ])
+    assert stored.stored == 2 and [i for i, _ in stored.rejected] == [2]  # a target it was not served with
+    assert "targets: 'cpa' not served with prediction 'p1'" in stored.rejected[0][1]
+    record = session.scalar(sa.select(PredictionRecord).where(PredictionRecord.prediction_id == "p1"))
+    assert record.targets == {"roas": {"predicted": 2.5, "actual": 2.0}}
+    with pytest.raises(InvalidEvent, match="targets: expected an object of name -> number"):
+        events.parse({"type": "outcome", "prediction_id": "p1", "value": 1, "targets": [1]})

@@ -237,3 +237,17 @@ def test_notify_decision_records_the_delivery(settings: Settings, hook: Hook, ca
     with session_scope(url) as s:
         assert s.scalar(sa.select(sa.func.count()).select_from(SystemEvent)
                         .where(SystemEvent.kind == "notification")) == 2
+
+
+def test_the_trigger_field_says_who_asked_why_and_whether_it_fine_tuned(session: Session) -> None:
+    from retrainer.db.records import Priority, RetrainRequest, RunStatus, TrainingRun, Trigger
+
+    session.add(RetrainRequest(id=7, model="ctr", trigger=Trigger.MANUAL, requested_by="alice", reason="new campaign",
+                               priority=Priority.HIGH))
+    session.add_all([
+        TrainingRun(run_id="r-manual", model="ctr", trigger=Trigger.MANUAL, status=RunStatus.COMPLETED, request_id=7),
+        TrainingRun(run_id="r-errors", model="ctr", trigger=Trigger.ERRORS, status=RunStatus.COMPLETED, fine_tune=True),
+    ])
+    session.flush()
+    assert notifications.trigger_text(session, session.get(TrainingRun, "r-manual")) == "manual by alice: new campaign"
+    assert notifications.trigger_text(session, session.get(TrainingRun, "r-errors")) == "errors (fine-tune)"

@@ -51,7 +51,7 @@ def test_a_pass_with_nothing_to_repair_writes_nothing(settings: Settings) -> Non
 
 
 def test_a_dead_run_is_expired_and_its_request_resent_at_once(settings: Settings) -> None:
-    add(settings, request(RequestStatus.RUNNING, id=1, run_id="run_dead"),
+    add(settings, request(RequestStatus.PROCESSING, id=1, run_id="run_dead"),
         run("run_dead", request_id=1, lease_expires_at=clock.now() - timedelta(seconds=1)))
     repairs = reconcile_once(settings)
     assert repairs.expired_runs == ["run_dead"]
@@ -82,8 +82,8 @@ def test_a_request_of_a_model_no_longer_configured_is_cancelled(settings: Settin
 
 
 def test_a_running_request_whose_run_ended_is_closed(settings: Settings) -> None:
-    add(settings, request(RequestStatus.RUNNING, id=1, run_id="run_done"),
-        request(RequestStatus.RUNNING, id=2, model="b", run_id="run_failed"),
+    add(settings, request(RequestStatus.PROCESSING, id=1, run_id="run_done"),
+        request(RequestStatus.PROCESSING, id=2, model="b", run_id="run_failed"),
         run("run_done", RunStatus.COMPLETED, request_id=1),
         run("run_failed", RunStatus.FAILED, request_id=2, model="b"))
     assert sorted(reconcile_once(settings).closed_requests) == [1, 2]

@@ -405,7 +405,7 @@ def test_a_transient_database_error_propagates_and_the_retry_takes_over(
     [first] = rows(settings, TrainingRun)
     assert first.status == RunStatus.RUNNING  # nothing could be written; its lease still runs
     [req] = rows(settings, RetrainRequest)
-    assert req.status == RequestStatus.RUNNING
+    assert req.status == RequestStatus.PROCESSING
 
     monkeypatch.setattr(dataset, "load", real_load)
     retried = run(settings, request_id=req.id, task_id="task-7", attempt=1)  # Celery's retry: same id, next attempt

@@ -32,7 +32,7 @@ def running_run(settings: Settings, run_id: str, request_id: int | None = None, 
                           celery_task_id=task_id, attempt=attempt))
         if request_id is not None:
             s.execute(sa.update(RetrainRequest).where(RetrainRequest.id == request_id)
-                      .values(status=RequestStatus.RUNNING, run_id=run_id))
+                      .values(status=RequestStatus.PROCESSING, run_id=run_id))
 
 
 def claim(settings: Settings, request_id: int | None, task_id: str | None = "task-1", attempt: int = 0) -> run_lock.Claim:
@@ -50,7 +50,7 @@ def test_a_pending_request_is_claimed_once(settings: Settings) -> None:
     first = claim(settings, rid)
     assert first.run_id is not None and first.request_id == rid
     req = get(settings, RetrainRequest, rid)
-    assert req.status == RequestStatus.RUNNING and req.run_id == first.run_id
+    assert req.status == RequestStatus.PROCESSING and req.run_id == first.run_id
     run = get(settings, TrainingRun, first.run_id)
     assert run.status == RunStatus.RUNNING and run.trigger == Trigger.EVENT  # the request's trigger, not the message's
     assert run.lease_expires_at <= clock.now() + timedelta(seconds=settings.recovery.lease_seconds)
@@ -63,7 +63,7 @@ def test_a_pending_request_is_claimed_once(settings: Settings) -> None:
 def test_a_message_without_a_request_opens_one(settings: Settings) -> None:
     claimed = claim(settings, None)
     req = get(settings, RetrainRequest, claimed.request_id)
-    assert req.status == RequestStatus.RUNNING and req.run_id == claimed.run_id
+    assert req.status == RequestStatus.PROCESSING and req.run_id == claimed.run_id
     assert req.trigger == Trigger.MANUAL and req.requested_by == "task task-1"
 
 
@@ -98,7 +98,7 @@ def test_a_retry_of_the_same_task_takes_over_its_own_run(settings: Settings) -> 
 
 
 def test_another_requests_run_holds_the_model(settings: Settings) -> None:
-    running_run(settings, "run_holder", request(settings, RequestStatus.RUNNING))
+    running_run(settings, "run_holder", request(settings, RequestStatus.PROCESSING))
     follow_up = request(settings)
     skipped = claim(settings, follow_up)
     assert skipped.run_id is None and skipped.skipped["holder"] == "run_holder"

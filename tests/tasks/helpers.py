@@ -17,14 +17,16 @@ SLOW_PARAMS = {"n_estimators": 3000, "max_depth": 6, "learning_rate": 0.02}
 
 
 def seed_observations(url: str, n: int, model: str = "ctr", seed: int = 7, days: float = 30,
-                      drift_from: datetime | None = None, prefix: str | None = None) -> int:
-    """`n` synthetic labelled rows spread over the last `days` days, inserted in one statement."""
+                      drift_from: datetime | None = None, prefix: str | None = None,
+                      created_at: datetime | None = None) -> int:
+    """`n` synthetic labelled rows spread over the last `days` days, inserted in one statement (stored
+    at `created_at`, default a minute ago)."""
     end = datetime.now(UTC) - timedelta(minutes=1)
     rows = synthetic.generate(n, end - timedelta(days=days), end, seed=seed, drift_from=drift_from)
     prefix = prefix or f"seed-{model}-{seed}"
     values = [
         {"model": model, "event_id": f"{prefix}-{i}", "features": r.features, "label": r.label,
-         "event_time": r.event_time, "source": "seed", "created_at": end}
+         "event_time": r.event_time, "source": "seed", "created_at": created_at or end}
         for i, r in enumerate(rows)
     ]
     with session_scope(url) as session:

@@ -8,13 +8,24 @@ from pathlib import Path
 
 import pytest
 from celery.schedules import crontab, schedule
+from celery_batches import Batches
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from retrainer.config import get_settings
 from retrainer.db import TRANSIENT_ERRORS
 from retrainer.services.notifications import SlackTransientError
-from retrainer.tasks.app import QUEUES, TASK_MODULES, broker_options, longest_hard_limit, make_app
+from retrainer.tasks import broker
+from retrainer.tasks.app import (
+    EVENTS_WINDOW,
+    QUEUES,
+    TASK_MODULES,
+    broker_options,
+    events_prefetch_multiplier,
+    longest_hard_limit,
+    make_app,
+)
 from retrainer.tasks.app import app as module_app
+from retrainer.tasks.events import FLUSH_EVERY, RETRY_SECONDS
 from tests.support import make_settings, model_config
 
 REDIS = "redis://127.0.0.1:6379/13"
@@ -87,6 +98,14 @@ def test_default_schedules_are_the_documented_ones(tmp_path: Path) -> None:
     beat = make_app(settings).conf.beat_schedule
     assert beat["check-accuracy:ctr"]["schedule"] == crontab(minute="0", hour="2")  # daily 02:00
     assert beat["retrain:ctr"]["schedule"] == crontab(minute="0", hour="3", day_of_week="0")  # Sunday 03:00
+    assert beat["monitor:ctr"]["schedule"] == crontab(minute="0")  # hourly accept rate
+    assert beat["errors:ctr"]["schedule"] == crontab(minute="0", hour="2")  # daily high-confidence errors
+    assert beat["new-data:ctr"]["schedule"] == crontab(minute="30")  # hourly new data
+    assert beat["drift:ctr"]["schedule"] == crontab(minute="15")  # hourly drift
+    assert {e["task"] for e in beat.values()} == {
+        "checks.check_accuracy", "checks.monitor", "checks.check_errors", "checks.check_new_data",
+        "checks.check_drift", "checks.request_retrain", "checks.reconcile", "checks.compact_observations"}
+    assert make_app(settings).conf.beat_scheduler == "retrainer.tasks.schedule:ReloadingScheduler"
 
 
 def test_redis_visibility_timeout_exceeds_every_time_limit(tmp_path: Path) -> None:
@@ -147,20 +166,39 @@ def test_acks_late_only_where_idempotent_and_results_only_where_read() -> None:
     notify = tasks["notifications.notify_decision"]
     assert tuple(notify.autoretry_for) == (SlackTransientError, *TRANSIENT_ERRORS)  # narrow: a 4xx is not retried
     assert notify.retry_backoff and notify.retry_jitter is True and notify.max_retries
-    for name in ("training.retrain_model", "checks.check_accuracy", "events.ingest_event"):
+    for name in ("training.retrain_model", "checks.check_accuracy"):
         # only a lost or locked database is transient for these; bad input and bugs fail at once
         assert tuple(tasks[name].autoretry_for) == TRANSIENT_ERRORS == (OperationalError, InterfaceError), name
         assert tasks[name].retry_backoff and tasks[name].retry_jitter is True, name
+    # A batch of events rides a database outage out in place (Celery's retry would re-publish the
+    # batch as one message of Python objects), within its time limits, then hands the batch back.
+    ingest = tasks["events.ingest_event"]
+    assert isinstance(ingest, Batches) and not getattr(ingest, "autoretry_for", ())
+    assert ingest.flush_every == FLUSH_EVERY <= EVENTS_WINDOW / 2 and ingest.flush_interval <= 0.5
+    assert RETRY_SECONDS < ingest.soft_time_limit < ingest.time_limit
 
 
 def test_worker_settings_for_long_tasks(tmp_path: Path) -> None:
     conf = make_app(make_settings(tmp_path, "sqlite:///x.db", broker_url=REDIS)).conf
     assert conf.worker_prefetch_multiplier == 1
+    # ...but a worker for the events queue (and not training) holds two batches' worth, whatever its -c
+    assert events_prefetch_multiplier(["events", "checks", "notifications"], 2) == EVENTS_WINDOW / 2
+    assert events_prefetch_multiplier(["events"], 3) * 3 >= EVENTS_WINDOW
+    assert events_prefetch_multiplier(["training", "events"], 2) is None
+    assert events_prefetch_multiplier(["checks"], 2) is None
     # the embedded broker's synchronous loop acknowledges late (celery 5.6): a wider window there
     assert make_app(make_settings(tmp_path, "sqlite:///x.db")).conf.worker_prefetch_multiplier == 16
     assert conf.task_track_started is True
     assert conf.worker_send_task_events is True  # Flower
     assert conf.enable_utc is True and conf.timezone == "UTC"
+
+
+def test_redis_urls_use_the_bulk_transport(tmp_path: Path) -> None:
+    redis_app = make_app(make_settings(tmp_path, "sqlite:///x.db", broker_url=REDIS))
+    assert redis_app.conf.broker_transport == "retrainer.tasks.broker:Transport"
+    with redis_app.connection_for_write() as conn:
+        assert isinstance(conn.transport, broker.Transport)  # instantiated without connecting
+    assert make_app(make_settings(tmp_path, "sqlite:///x.db")).conf.broker_transport is None  # filesystem://
 
 
 def test_a_broker_without_fanout_cannot_tell_which_workers_are_up(tmp_path: Path) -> None:

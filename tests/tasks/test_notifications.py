@@ -123,6 +123,11 @@ def test_slack_outage_is_retried_and_the_secret_never_leaks(
     wait_until(lambda: "SlackRejected" in worker.output(), timeout=30, what="the refused post to be logged")
     assert [r["status"] for r in fake_slack.requests] == [500, 200, 403]
     assert len(rows(sqlite_db, SystemEvent, SystemEvent.kind == "notification")) == 1
+    # ... and recorded as undelivered, so `status` shows it
+    (lost,) = wait_until(lambda: rows(sqlite_db, SystemEvent, SystemEvent.kind == "notification_failed"),
+                         timeout=30, what="the undelivered notification's row")
+    assert lost.payload["run_id"] == second["run_id"] and lost.model == "ctr"
+    assert lost.message.endswith("SlackRejected: Slack webhook refused the message: 403")
 
     log = worker.output()
     assert "Slack webhook refused the message: 403" in log  # logged, without the echoed body

@@ -137,7 +137,7 @@ def test_one_running_training_run_per_model(db_url: str) -> None:
 
 def test_one_pending_retrain_request_per_model(db_url: str) -> None:
     with session_scope(db_url) as s:
-        s.add_all([_request("ctr", RequestStatus.PENDING), _request("ctr", RequestStatus.RUNNING),
+        s.add_all([_request("ctr", RequestStatus.PENDING), _request("ctr", RequestStatus.PROCESSING),
                    _request("ctr", RequestStatus.COMPLETED), _request("ctr", RequestStatus.COMPLETED)])
     with pytest.raises(IntegrityError), session_scope(db_url) as s:
         s.add(_request("ctr", RequestStatus.PENDING))

@@ -13,21 +13,34 @@ import os
 import re
 import types
 from collections.abc import Mapping
-from datetime import timedelta
-from functools import lru_cache
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
+)
+
+from retrainer.config.data_checks import DataChecks as DataChecks  # re-exported
+from retrainer.config.triggers import (
+    AcceptRateCheck,
+    AccuracyCheck,
+    Budget,
+    DriftCheck,
+    ErrorsCheck,
+    NewDataCheck,
+    Schedules,
+    Strict,
+)
+from retrainer.config.triggers import (
+    parse_schedule as parse_schedule,  # re-exported: its home before the split
 )
 
 CONFIG_ENV = "RETRAINER_CONFIG"
@@ -37,98 +50,12 @@ ENV_PREFIX = "RETRAINER_"
 NON_SETTING_ENV = ("RETRAINER_CONFIG", "RETRAINER_REQUIRE_SERVICES")
 NON_SETTING_ENV_PREFIXES = ("RETRAINER_TEST_", "RETRAINER_BENCH_")
 
-_EVERY = re.compile(r"^@every\s+(\d+)\s*([smhd])$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-
 
 class ConfigError(ValueError):
     """A configuration value is wrong; the message names the key."""
 
 
-def parse_schedule(expr: str) -> timedelta | dict[str, str]:
-    """A five-field cron line ("0 2 * * *") as crontab fields, or "@every 30s" as an interval.
-
-    Celery's own crontab parser does the checking, so what passes here is what beat will run.
-    """
-    expr = expr.strip()
-    if m := _EVERY.match(expr):
-        seconds = int(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-        if seconds <= 0:
-            raise ValueError(f"interval must be positive: {expr!r}")
-        return timedelta(seconds=seconds)
-    fields = expr.split()
-    if len(fields) != 5:
-        raise ValueError(f"a cron line has 5 fields (minute hour day month weekday), got {expr!r}")
-    from celery.schedules import crontab  # the parser beat itself uses
-
-    spec = dict(zip(("minute", "hour", "day_of_month", "month_of_year", "day_of_week"), fields, strict=True))
-    try:
-        crontab(**spec)
-    except Exception as exc:  # noqa: BLE001  celery raises ValueError/ParseException with the field's text
-        raise ValueError(f"malformed cron line {expr!r}: {exc}") from None
-    return spec
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class AccuracyCheck(_Strict):
-    """Daily check of live accuracy (reference: MAE > 0.02 over 7 days with >= 50 samples).
-
-    `metric` is a live metric of the model's kind (retrainer.models.base.LIVE_METRICS; default: mae
-    for regression and forecast, accuracy for classification); an error metric breaches above
-    `threshold`, accuracy/precision/recall below it. `threshold` defaults to the family's own
-    (ctr: MAE 0.02); without one the check measures but never asks for a retrain."""
-
-    metric: str | None = None
-    threshold: float | None = Field(None, ge=0)
-    mae_threshold: float | None = Field(None, ge=0, description="deprecated: {metric: mae, threshold: x}")
-    lookback_days: int = Field(7, gt=0)  # exactly N x 24 h back from now (services/accuracy.py `window`)
-    min_samples: int = Field(50, gt=0)
-    # A retrain this recent suppresses another check-triggered one (stops a loop on a kept candidate).
-    cooldown_hours: float = Field(12.0, ge=0)
-
-    @model_validator(mode="after")
-    def _old_key(self) -> AccuracyCheck:
-        if self.mae_threshold is not None:  # step 1's key keeps existing files working
-            # (equal values are one setting written both ways: what a dump of these settings reads back)
-            if self.threshold not in (None, self.mae_threshold) or self.metric not in (None, "mae"):
-                raise ValueError("mae_threshold is the deprecated alias of {metric: mae, threshold: ...}; "
-                                 "write one of the two, not both")
-            self.metric, self.threshold = "mae", self.mae_threshold
-        return self
-
-
-class AcceptRateCheck(_Strict):
-    """The hourly monitor's accept-rate check (reference: the average accept rate of the last 5
-    learning cycles below 0.6, with at least 3 cycles, starts a retrain)."""
-
-    threshold: float = Field(0.6, ge=0, le=1)
-    cycles: int = Field(5, ge=1)  # the most recent learning cycles averaged
-    min_cycles: int = Field(3, ge=1)  # fewer: no decision either way (recorded)
-    # A retrain this check started this recently suppresses another (recorded): cycles change slowly,
-    # so without it a low rate would start a retrain every hour.
-    cooldown_hours: float = Field(12.0, ge=0)
-
-    @model_validator(mode="after")
-    def _enough(self) -> AcceptRateCheck:
-        if self.min_cycles > self.cycles:
-            raise ValueError(f"min_cycles ({self.min_cycles}) cannot exceed cycles ({self.cycles})")
-        return self
-
-
-class Schedules(_Strict):
-    check: str | None = "0 2 * * *"  # daily accuracy check, 02:00
-    retrain: str | None = "0 3 * * 0"  # weekly retrain, Sunday 03:00
-    monitor: str | None = "0 * * * *"  # hourly monitor: the accept-rate check (services/accept_rate.py)
-
-    @field_validator("check", "retrain", "monitor")
-    @classmethod
-    def _valid(cls, v: str | None) -> str | None:
-        if v is not None:
-            parse_schedule(v)
-        return v
+_Strict = Strict
 
 
 class Promotion(_Strict):
@@ -205,9 +132,14 @@ class ModelConfig(_Strict):
     features: list[str] | dict[str, FeatureKind] | None = None
     accuracy: AccuracyCheck = Field(default_factory=AccuracyCheck)
     accept_rate: AcceptRateCheck = Field(default_factory=AcceptRateCheck)
+    errors: ErrorsCheck = Field(default_factory=ErrorsCheck)
+    new_data: NewDataCheck = Field(default_factory=NewDataCheck)
+    drift: DriftCheck = Field(default_factory=DriftCheck)
+    budget: Budget = Field(default_factory=Budget)
     schedules: Schedules = Field(default_factory=Schedules)
     promotion: Promotion = Field(default_factory=Promotion)
     training: Training = Field(default_factory=Training)
+    data_checks: DataChecks = Field(default_factory=DataChecks)  # before fitting (services/data_checks.py)
     keep_versions: int = Field(10, ge=2)
     debounce_seconds: float = Field(60.0, ge=0)  # events inside this window share one retrain
 
@@ -471,11 +403,29 @@ def _unknown_part(parts: list[str]) -> tuple[int, list[str]] | None:
     return None
 
 
-@lru_cache(maxsize=1)
+_current: Settings | None = None
+
+
 def get_settings() -> Settings:
-    """The process-wide settings, read once (workers read them at boot)."""
-    return load_settings()
+    """The process-wide settings, read once; a worker or beat swaps in a changed file's settings
+    (retrainer/config/watch.py)."""
+    global _current
+    if _current is None:
+        _current = load_settings()
+    return _current
+
+
+def install_settings(settings: Settings | None) -> None:
+    """Make `settings` the process-wide settings (None: read them again on next use)."""
+    global _current
+    _current = settings
 
 
 def reset_settings() -> None:
-    get_settings.cache_clear()
+    install_settings(None)
+
+
+def config_file() -> Path | None:
+    """The configuration file this process reads, if there is one."""
+    path = Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
+    return path if path.is_file() else None

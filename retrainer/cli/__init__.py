@@ -105,7 +105,9 @@ def worker(
 ) -> None:
     """Start a Celery worker (one per queue in production; training with concurrency 1-2).
 
-    Celery's own worker options go after `--`: retrainer worker -Q training -- --max-tasks-per-child 10
+    A worker for the events queue and not training holds 1,000 messages (prefetch) so it stores events
+    in batches of 500; training keeps 1. Celery's own worker options go after `--`:
+    retrainer worker -Q training -- --max-tasks-per-child 10
     """
     _celery("worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "-n", hostname or default_worker_name(queues),
             *ctx.args)
@@ -200,26 +202,34 @@ def _wait(result: Any, what: str, timeout: float) -> dict[str, Any]:
             _fail(f"{what}: task {result.id} failed on the worker: {type(exc).__name__}: {exc}", 1)
 
 
+CHECK_NAMES = ("accuracy", "accept_rate", "errors", "new_data", "drift")  # services/triggers.py CHECKS
+
+
 @app.command()
 def check(model: str, local: Annotated[bool, typer.Option(help="Compute here; enqueue nothing.")] = False,
+          trigger: Annotated[str, typer.Option(help=f"Which check: {', '.join(CHECK_NAMES)}.")] = "accuracy",
           timeout: Annotated[float, typer.Option(help="Seconds to wait for the worker's result.")] = 300,
           as_json: JsonOpt = False) -> None:
-    """Run the accuracy check now (through a worker unless --local). Exit 3: insufficient data."""
+    """Run a trigger's check now (through a worker unless --local): accuracy by default, or
+    --trigger accept_rate | errors | new_data | drift. Exit 3: insufficient data."""
+    if trigger not in CHECK_NAMES:
+        _fail(f"--trigger {trigger!r}: use one of {', '.join(CHECK_NAMES)}", 2)
     settings = get_settings()
     cfg = settings.model(model)
     if local:
-        from retrainer.services import accuracy
+        from retrainer.services import triggers
 
         with db() as session:
-            result = accuracy.check(session, model, cfg.accuracy, cfg.family)
+            result = triggers.CHECKS[trigger].decide(session, model, cfg)
     else:
         from retrainer.tasks.app import app as celery_app
+        from retrainer.tasks.checks import TASKS
 
         _broker_answers()
         if problem := _worker_problem("checks"):
             _fail(problem, 1)
-        sent = celery_app.send_task("checks.check_accuracy", kwargs={"model": model}, queue="checks")
-        result = _wait(sent, f"checking {model}", timeout)
+        sent = celery_app.send_task(TASKS[trigger], kwargs={"model": model}, queue="checks")
+        result = _wait(sent, f"checking {model} ({trigger})", timeout)
     emit(result) if as_json else typer.echo(f"{result['status']}: {result['message']}")
     if result["status"] == "insufficient_data":
         raise typer.Exit(INSUFFICIENT_DATA)
@@ -229,25 +239,34 @@ def check(model: str, local: Annotated[bool, typer.Option(help="Compute here; en
 def retrain(model: str, local: Annotated[bool, typer.Option(help="Run the pipeline in this process.")] = False,
             wait: Annotated[bool, typer.Option(help="Wait for the worker's result.")] = True,
             timeout: Annotated[float, typer.Option(help="Seconds to wait for the worker's result.")] = 3600,
+            reason: Annotated[str | None, typer.Option(help="Why: kept on the request.")] = None,
+            priority: Annotated[str, typer.Option(help="low | normal | high (see `retrainer request`).")] = "normal",
+            by: Annotated[str | None, typer.Option("--by", help="Who asks (default: the login name).")] = None,
             as_json: JsonOpt = False) -> None:
-    """Retrain now (manual trigger) through a worker, or --local in this process.
+    """Retrain now (manual trigger) through a worker and wait for its decision, or --local in this process.
 
     Exit 1: the retrain ended in error (or no worker consumes the training queue); 3: insufficient data."""
+    from retrainer.cli.controls import ask, priority_of, who
+
     settings = get_settings()
     settings.model(model)
+    priority_of(priority)  # a typo stops here, before anything is queued
     if local:
         from retrainer.services import retrain as pipeline
+        from retrainer.services import retrain_requests
 
+        with db() as session:
+            request_id = retrain_requests.ask(session, model, who(by), reason, priority_of(priority)).id
         with db() as session, console.status(f"retraining {model} …"):
-            result = pipeline.retrain(session, settings, model, "manual")
+            result = pipeline.retrain(session, settings, model, "manual", request_id)
     else:
-        from retrainer.tasks.enqueue import RetrainFailed, send_retrain
+        from retrainer.tasks.enqueue import RetrainFailed
 
         _broker_answers()
         problem = _worker_problem("training")
         if problem and wait:
             _fail(problem, 1)
-        sent = send_retrain(model, "manual", settings=settings)
+        _, sent = ask(model, reason, priority, by)
         if not wait:
             if problem:
                 print(f"warning: {problem}; the retrain waits in the queue until one does", file=sys.stderr)
@@ -309,13 +328,33 @@ def status(models: Annotated[list[str] | None, typer.Argument(help="Only these m
     if as_json:
         return emit(data)
     table = Table("model", "production", "live metric (n)", "threshold", "last run", "pending")
+    notes = []
     for name, m in data["models"].items():
-        live, last = m["live_accuracy"], m["last_run"]
+        live, last, budget = m["live_accuracy"], m["last_run"], m["budget"]
         metric = live["metric"]
         shown = "–" if live.get(metric) is None else f"{metric} {reports.fmt(live[metric])} ({live['count']})"
-        table.add_row(name, (m["production"] or {}).get("version_id", "–"), shown, str(live["threshold"]),
-                      f"{last['outcome']} {last['started_at'][:19]}" if last else "–", str(m["pending_requests"]))
-    Console().print(table)
+        table.add_row(name + (" (paused)" if m["state"]["paused"] else ""), (m["production"] or {}).get("version_id", "–"), shown, str(live["threshold"]),
+                      f"{last['outcome']} {last['started_at'][:16]}" if last else "–", str(m["pending_requests"]))
+        notes.append(f"{name} budget: {budget['used']} of {budget['max_runs'] or 'unlimited'} automatic runs "
+                     f"in {budget['per_hours']:g} h")
+        notes += [f"{name} {check}: {c['status']} ({c['at'][:16]})" for check, c in m["triggers"].items() if c]
+        if second := m["second_target"]:
+            notes.append(f"{name} {second['target']}: {second['metric']} {reports.fmt(second['value'])} "
+                         f"({second['count']}), threshold {second['threshold']}")
+        for key, parts in m["live_segments"].items():
+            notes.append(f"{name} by {key}: " + ", ".join(
+                f"{value} {reports.fmt(part.get(metric))} ({part['count']})" for value, part in parts.items()))
+        if (drift := m.get("drift")) and drift.get("drifted_share") is not None:
+            notes.append(f"{name} drift: {drift['drifted_share']:.0%} of features drifted (dataset drift at "
+                         f"{drift['share_threshold']:.0%}; `retrainer drift-report {drift['report_id']}`)")
+        for key, label in (("alert", "ALERT"), ("notifications_failed", "notification failed"),
+                           ("suppressed", "suppressed")):
+            if m[key]:
+                notes.append(f"{label} ({m[key]['count']}): {m[key]['message']}")
+    console_out = Console()
+    console_out.print(table)
+    for note in notes:
+        console_out.print(note, markup=False, highlight=False)
 
 
 def _primary_metric(model: str) -> str:
@@ -399,14 +438,25 @@ def predict(model: str, features: Annotated[str, typer.Option(help='JSON object,
 
 
 @app.command()
-def outcome(prediction_id: str, value: float) -> None:
-    """Record the real outcome of a logged prediction."""
+def outcome(prediction_id: str, value: float,
+            target: Annotated[list[str] | None, typer.Option(
+                help="A second target's outcome, NAME=VALUE (repeat it), e.g. --target roas=1.8")] = None) -> None:
+    """Record the real outcome of a logged prediction (and of second targets it was served with)."""
     from retrainer.services import predictions
 
+    targets = {}
+    for item in target or []:
+        name, sep, number = item.partition("=")
+        try:
+            targets[name] = float(number) if sep else None
+        except ValueError:
+            targets[name] = None
+        if targets[name] is None:
+            _fail(f"--target {item!r}: write NAME=NUMBER", 2)
     with db() as session:
-        record = predictions.record_outcome(session, prediction_id, value)
+        record = predictions.record_outcome(session, prediction_id, value, targets=targets or None)
     emit({"prediction_id": record.prediction_id, "actual": record.actual, "error": record.error,
-          "status": record.status.value})
+          "status": record.status.value} | ({"targets": record.targets} if record.targets else {}))
 
 
 @event_app.callback(invoke_without_command=True)
@@ -444,6 +494,16 @@ def event_purchase(model: str, features: Annotated[str, typer.Option()], value: 
 def event_outcome(prediction_id: str, value: float, event_id: str | None = None) -> None:
     """Send one outcome event for a logged prediction through the events queue."""
     _send({"type": "outcome", "prediction_id": prediction_id, "value": value, "event_id": event_id})
+
+
+@event_app.command("feedback")
+def event_feedback(model: str, cycle: Annotated[str, typer.Option(help="The learning cycle's id.")],
+                   accepted: Annotated[int, typer.Option()] = 0, rejected: Annotated[int, typer.Option()] = 0,
+                   event_id: str | None = None) -> None:
+    """Send accepts and rejects of MODEL's output in a learning cycle (the hourly accept-rate check)."""
+    get_settings().model(model)
+    _send({"type": "feedback", "model": model, "cycle_id": cycle, "accepted": accepted, "rejected": rejected,
+           "event_id": event_id})
 
 
 def _send(payload: dict[str, Any]) -> None:
@@ -544,7 +604,7 @@ def main() -> None:
     everything else a user can meet (unknown model or version, lost compare-and-swap, a retrain that
     ended in error, no worker on the queue, server unreachable, no schema); 3 insufficient data
     (`retrain`, `check`)."""
-    from retrainer.services.errors import NotFound, PromotionConflict, ServiceUnavailable
+    from retrainer.services.errors import NotFound, PromotionConflict, RequestConflict, ServiceUnavailable
 
     for warning in unknown_env_warnings():  # first: a typo may be what the configuration error is about
         print(f"warning: {warning}", file=sys.stderr)
@@ -563,12 +623,12 @@ def main() -> None:
 
             _fail(BrokerUnreachable(get_settings().broker_url, broker_reason(exc)), 1)
         # UnknownModel and InvalidEvent are a LookupError and a ValueError
-        if (isinstance(exc, (NotFound, PromotionConflict, ServiceUnavailable, LookupError, ValueError, TimeoutError,
+        if (isinstance(exc, (NotFound, PromotionConflict, RequestConflict, ServiceUnavailable, LookupError, ValueError, TimeoutError,
                              OSError))
                 or _raised(exc, "retrainer.models.base", "ArtifactError")):
             _fail(exc, 1)
         raise
 
 
-if __name__ == "__main__":
-    main()
+# Command groups in their own modules register on `app` (kept below its definition: they import it).
+from retrainer.cli import controls, drift  # noqa: F401
