@@ -190,3 +190,13 @@ def banner(text: str) -> None:
 
 def log(text: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def wilson(hits: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """The Wilson score interval of a binomial proportion (scipy's), for rates over simulated trials."""
+    if n == 0:
+        return (0.0, 1.0)
+    from scipy.stats import binomtest
+
+    ci = binomtest(hits, n).proportion_ci(confidence, method="wilson")
+    return (float(ci.low), float(ci.high))

@@ -18,6 +18,14 @@ A family declares, as class attributes:
 - `can_fine_tune`: whether `fit(..., parent=...)` continues from a parent version (boosting on,
   warm start) rather than starting over.
 
+Optional: `resampled(y, prediction, metric, counts) -> np.ndarray`, the metric on B bootstrap
+resamples of the holdout at once. `counts` is an integer (B, n) matrix, counts[b, i] the number of
+times row i is drawn in resample b; the result, shape (B,), must equal `evaluate` on the expanded
+rows (`np.repeat(np.arange(n), counts[b])`) to floating tolerance, NaN where evaluate gives NaN.
+The promotion gate's paired bootstrap (services.significance) scores both versions on 1,000
+resamples with it; a family without it is scored by `evaluate` on each resample (correct, slower).
+retrainer.models.resampling holds the vectorised pieces (weighted means, R², ROC AUC, ...).
+
 Features and target arrive apart: no column of X is ever a label, a time or an id.
 `retrainer.models.testing.check_family` checks all of this, as scikit-learn's `check_estimator` does.
 """
@@ -116,6 +124,12 @@ class Prediction:
     def take(self, n: int) -> Prediction:
         cut = (lambda a: None if a is None else a[:n])
         return Prediction(self.value[:n], cut(self.proba), self.classes, cut(self.lower), cut(self.upper))
+
+    def select(self, rows: np.ndarray) -> Prediction:
+        """The prediction of these rows (positions, repeats allowed: a bootstrap resample)."""
+        pick = (lambda a: None if a is None else np.asarray(a)[rows])
+        return Prediction(np.asarray(self.value)[rows], pick(self.proba), self.classes, pick(self.lower),
+                          pick(self.upper))
 
 
 @dataclass(frozen=True)
@@ -232,6 +246,10 @@ def check_models(models: dict[str, Any]) -> list[str]:
         if cfg.accuracy.metric is not None and cfg.accuracy.metric not in live:
             problems.append(f"models.{name}.accuracy.metric: {cfg.accuracy.metric!r} is not a live metric of family "
                             f"{cfg.family} ({spec.live}); choose one of {', '.join(live)}")
+        for key in cfg.promotion.guards:
+            if key not in spec.names:
+                problems.append(f"models.{name}.promotion.guards.{key}: {key!r} is not a metric of family "
+                                f"{cfg.family}; choose one of {', '.join(spec.names)}")
         for key in cfg.promotion.floor:
             if key[4:] not in spec.names:
                 problems.append(f"models.{name}.promotion.floor.{key}: {key[4:]!r} is not a metric of family "

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from retrainer.models import resampling
 from retrainer.models.base import DataError, Live, Metrics, MetricSpec, Prediction, Task
 from retrainer.models.xgb import XGBoostFamily, XGBParams
 
@@ -101,14 +102,7 @@ class ClassifierFamily(XGBoostFamily):
     def evaluate(self, y: Any, prediction: Prediction) -> Metrics:
         from sklearn import metrics as skm
 
-        truth = class_labels(y)
-        predicted = np.asarray(prediction.value, dtype=np.int64)
-        labels = sorted(set(prediction.classes or ()) | {int(c) for c in np.unique(truth)})
-        if self.task == Task.BINARY and not set(labels) <= {0, 1}:
-            raise DataError(f"a binary classifier's labels are 0 and 1; the holdout holds {labels}")
-        proba = np.zeros((len(truth), len(labels)))  # the prediction's columns, laid out over `labels`
-        for j, c in enumerate(prediction.classes or ()):
-            proba[:, labels.index(int(c))] = prediction.proba[:, j]
+        truth, predicted, labels, proba = self._layout(y, prediction)
         average = "binary" if self.task == Task.BINARY else "macro"
         values = {
             "roc_auc": _roc_auc(truth, proba, labels, self.task),
@@ -119,6 +113,43 @@ class ClassifierFamily(XGBoostFamily):
             "f1": skm.f1_score(truth, predicted, average=average, zero_division=0),
         }
         return Metrics.of(values, self.metric_spec)
+
+    def _layout(self, y: Any, prediction: Prediction) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
+        """The true and predicted classes, the labels (the model's classes and any the holdout adds) and
+        the probabilities laid out over them (a class the model never saw: probability 0)."""
+        truth = class_labels(y)
+        predicted = np.asarray(prediction.value, dtype=np.int64)
+        labels = sorted(set(prediction.classes or ()) | {int(c) for c in np.unique(truth)})
+        if self.task == Task.BINARY and not set(labels) <= {0, 1}:
+            raise DataError(f"a binary classifier's labels are 0 and 1; the holdout holds {labels}")
+        proba = np.zeros((len(truth), len(labels)))  # the prediction's columns, laid out over `labels`
+        for j, c in enumerate(prediction.classes or ()):
+            proba[:, labels.index(int(c))] = prediction.proba[:, j]
+        return truth, predicted, labels, proba
+
+    def resampled(self, y: Any, prediction: Prediction, metric: str, counts: np.ndarray) -> np.ndarray:
+        truth, predicted, labels, proba = self._layout(y, prediction)
+        counts = resampling.check_counts(counts, len(truth))
+        if metric == "accuracy":
+            return resampling.weighted_mean(counts, truth == predicted)
+        if metric == "log_loss":
+            p_true = proba[np.arange(len(truth)), np.searchsorted(labels, truth)]
+            return resampling.weighted_mean(counts, resampling.log_loss_rows(p_true))
+        if metric == "roc_auc":  # as _roc_auc: per class the resample holds and lacks in some row, averaged
+            scored = [c for c in ([1] if self.task == Task.BINARY else labels) if c in labels]
+            aucs = np.stack([resampling.roc_auc(counts, truth == c, proba[:, labels.index(c)]) for c in scored]
+                            or [np.full(len(counts), np.nan)])
+            defined = np.isfinite(aucs)
+            return np.where(defined.any(axis=0), np.where(defined, aucs, 0.0).sum(axis=0)
+                            / np.maximum(defined.sum(axis=0), 1), np.nan)
+        if metric in ("precision", "recall", "f1"):
+            classes = [1] if self.task == Task.BINARY else sorted({*np.unique(truth), *np.unique(predicted)})
+            tp, npred, ntrue = resampling.class_sums(counts, truth, predicted, classes)
+            per_class = resampling.precision_recall_f1(tp, npred, ntrue, metric)
+            if self.task == Task.BINARY:  # average="binary": class 1's alone
+                return np.where(counts.sum(axis=1) > 0, per_class[:, 0], np.nan)
+            return resampling.macro(per_class, (npred + ntrue) > 0)
+        raise resampling.unknown(metric, self.metric_spec.names)
 
 
 def _roc_auc(truth: np.ndarray, proba: np.ndarray, labels: list[int], task: Task) -> float:

@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel
 
+from retrainer.models import resampling
 from retrainer.models.base import DataError, Live, Metrics, MetricSpec, Prediction
 from retrainer.models.xgb import XGBoostRegression, XGBParams
 
@@ -46,6 +47,20 @@ class RegressorFamily(XGBoostRegression):
         from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
 
         truth, predicted = np.asarray(y, dtype=float), np.asarray(prediction.value, dtype=float)
-        values = {"mae": mean_absolute_error(truth, predicted), "mse": mean_squared_error(truth, predicted),
-                  "r2": r2_score(truth, predicted)}
+        # r2_score's rule for a constant target (1.0 if perfect, else 0.0), decided on the values: its own
+        # test, SST == 0, misses a constant such as 0.1 whose float mean is an ulp off.
+        r2 = (r2_score(truth, predicted) if len(truth) < 2 or len(np.unique(truth)) > 1
+              else float(np.array_equal(truth, predicted)))
+        values = {"mae": mean_absolute_error(truth, predicted), "mse": mean_squared_error(truth, predicted), "r2": r2}
         return Metrics.of(values, self.metric_spec)
+
+    def resampled(self, y: Any, prediction: Prediction, metric: str, counts: np.ndarray) -> np.ndarray:
+        truth, predicted = np.asarray(y, dtype=float), np.asarray(prediction.value, dtype=float)
+        counts = resampling.check_counts(counts, len(truth))
+        if metric == "mae":
+            return resampling.weighted_mean(counts, np.abs(predicted - truth))
+        if metric == "mse":
+            return resampling.weighted_mean(counts, (predicted - truth) ** 2)
+        if metric == "r2":
+            return resampling.r2(counts, truth, predicted, constant="sklearn")
+        raise resampling.unknown(metric, self.metric_spec.names)

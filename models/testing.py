@@ -161,6 +161,23 @@ def family_checks(family: type[Family], params: dict[str, Any] | None = None,
         perfect = est.evaluate(test.y, _perfect(test.y, predict(est)))
         assert perfect.improvement_pct(metrics) >= 0, "a perfect prediction must score at least as well"
 
+    def resampled_agrees_with_evaluate() -> None:
+        est = fit(new())
+        if not callable(getattr(est, "resampled", None)):
+            return  # optional: the paired bootstrap falls back to evaluate on each resample
+        p, n = predict(est), len(test.y)
+        rng = np.random.default_rng(0)
+        draws = [np.ones(n, dtype=np.int64), np.bincount([0] * n, minlength=n)]  # the holdout; one row n times
+        draws += [np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(3)]
+        counts = np.stack(draws)
+        expected = [est.evaluate(test.y.iloc[rows], p.select(rows)).values
+                    for rows in (np.repeat(np.arange(n), c) for c in counts)]
+        for metric in family.metric_spec.names:
+            got = np.asarray(est.resampled(test.y, p, metric, counts), dtype=float)
+            assert got.shape == (len(counts),), f"resampled({metric!r}) must return one value per resample"
+            np.testing.assert_allclose(got, [e[metric] for e in expected], rtol=1e-9, atol=1e-12, equal_nan=True,
+                                       err_msg=f"resampled({metric!r}) must equal evaluate on the resampled rows")
+
     def save_load_round_trip() -> None:
         est = fit(new())
         with tempfile.TemporaryDirectory() as folder:
@@ -220,7 +237,7 @@ def family_checks(family: type[Family], params: dict[str, Any] | None = None,
     yield from ((check.__name__, check) for check in (
         declarations, init_stores_params_only, fit_returns_self_and_learns, fit_does_not_change_its_inputs,
         predictions_have_the_task_shape, same_random_state_same_predictions, evaluate_follows_the_metric_spec,
-        save_load_round_trip, refuses_bad_features, column_order_and_extra_columns_do_not_matter,
+        resampled_agrees_with_evaluate, save_load_round_trip, refuses_bad_features, column_order_and_extra_columns_do_not_matter,
         fine_tunes_from_a_parent, needs_its_time_column, reports_library_versions,
     ))
 

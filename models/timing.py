@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field
 
+from retrainer.models import resampling
 from retrainer.models.base import DataError, FeatureType, Live, Metrics, MetricSpec, Prediction, Task, learn_categories
 
 WITHIN_HOURS = (6, 12, 24)
@@ -113,6 +114,9 @@ class TimingFamily:
     feature_types: ClassVar[frozenset[FeatureType]] = frozenset(FeatureType)
     needs_time: ClassVar[bool] = True
     can_fine_tune: ClassVar[bool] = True
+    # live metric -> its name in evaluate's metrics (the accuracy check's relative threshold reads it)
+    live_holdout_metric: ClassVar[dict[str, str]] = {"mae": "mae_hours", "rmse": "rmse_hours",
+                                                     **{f"within_{h}h": f"within_{h}h_accuracy" for h in WITHIN_HOURS}}
     metric_spec: ClassVar[MetricSpec] = MetricSpec(
         names=("mae_hours", "rmse_hours", *(f"within_{h}h_accuracy" for h in WITHIN_HOURS), "overall_score"),
         primary="overall_score",
@@ -219,6 +223,22 @@ class TimingFamily:
 
     def evaluate(self, y: Any, prediction: Prediction) -> Metrics:
         return Metrics.of(timing_metrics(y, prediction.value), self.metric_spec)
+
+    def resampled(self, y: Any, prediction: Prediction, metric: str, counts: np.ndarray) -> np.ndarray:
+        truth = np.asarray(y, dtype=float)
+        counts = resampling.check_counts(counts, len(truth))
+        err = np.abs(np.asarray(prediction.value, dtype=float) - truth)
+        if metric == "mae_hours":
+            return resampling.weighted_mean(counts, err)
+        if metric == "rmse_hours":
+            return resampling.weighted_rms(counts, err)
+        if metric.startswith("within_") and metric in self.metric_spec.names:
+            return resampling.weighted_mean(counts, err <= int(metric.split("_")[1].removesuffix("h")))
+        if metric == "overall_score":
+            within_6h = resampling.weighted_mean(counts, err <= 6)
+            normalised_mae = np.clip(resampling.weighted_mean(counts, err) / MAE_SCALE_HOURS, 0.0, 1.0)
+            return 0.7 * within_6h + 0.3 * (1.0 - normalised_mae)
+        raise resampling.unknown(metric, self.metric_spec.names)
 
     def save(self, path: Path) -> None:
         prophet_json = _prophet().serialize.model_to_json(self.model_)

@@ -248,6 +248,47 @@ def second_target(session: Session, model: str, cfg: AccuracyCheck, version_id: 
             "breached": breached}
 
 
+def holdout_figure(family: str, metric: str, version: Any) -> float | None:
+    """The version's own holdout value of a live metric (the name may differ: a family maps live names
+    to its metric names in `live_holdout_metric`, e.g. timing's mae -> mae_hours); None if it has none."""
+    if version is None:
+        return None
+    name = getattr(family_class(family), "live_holdout_metric", {}).get(metric, metric)
+    value = (version.metrics or {}).get(name)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _relative(family: str, metric: str, absolute: float | None, pct: float, higher_is_better: bool,
+              version: Any) -> tuple[float | None, float | None, dict[str, Any]]:
+    """The effective threshold when a relative one is configured: the stricter of the absolute threshold
+    and the production version's holdout figure worsened by `pct` percent (either breach counts)."""
+    figure = holdout_figure(family, metric, version)
+    relative = None if figure is None else figure * (1 - pct / 100 if higher_is_better else 1 + pct / 100)
+    info = {"pct": pct, "holdout_value": figure, "threshold": relative, "absolute_threshold": absolute}
+    known = [t for t in (absolute, relative) if t is not None]
+    effective = (max(known) if higher_is_better else min(known)) if known else None
+    return effective, effective, info
+
+
+# Rules that keep a candidate without judging it worse: the wait is over when they pass, so a candidate
+# kept by them says nothing about whether retraining helps, and must not silence the check.
+NOT_ON_MERIT = frozenset({"cooldown", "evidence", "auto_promote"})
+
+
+def _kept_on_merit(session: Session, model: str, since: datetime) -> datetime | None:
+    """When the latest candidate since `since` was kept because it was not better (its improvement,
+    significance or guards failed), or None. Runs before decision records count as on merit."""
+    kept = session.execute(
+        sa.select(TrainingRun.started_at, TrainingRun.decision).where(
+            TrainingRun.model == model, TrainingRun.started_at >= since, TrainingRun.outcome == "kept")
+        .order_by(TrainingRun.started_at.desc()).limit(20)).all()
+    for started, decision in kept:
+        failed = {r.get("rule") for r in (decision or {}).get("rules", []) if r.get("passed") is False}
+        if not failed or failed - NOT_ON_MERIT:
+            return started
+    return None
+
+
 def _decide(session: Session, model: str, cfg: AccuracyCheck, family: str) -> dict[str, Any]:
     now = clock.now()
     kind = family_class(family).metric_spec.live
@@ -272,6 +313,9 @@ def _decide(session: Session, model: str, cfg: AccuracyCheck, family: str) -> di
                 session, model, key, cfg.lookback_days, now, kind=kind,
                 version_id=current.version_id if current else None).items()}
             for key in cfg.segments}
+    if cfg.relative_pct is not None:  # relative to the version's own holdout figure: either breach counts
+        threshold, result["threshold"], result["relative"] = _relative(family, metric, threshold, cfg.relative_pct,
+                                                                       higher_is_better, current)
     if acc.count < cfg.min_samples:
         return result | {
             "status": "insufficient_data", "count": acc.count,
@@ -298,11 +342,7 @@ def _decide(session: Session, model: str, cfg: AccuracyCheck, family: str) -> di
     since = now - timedelta(hours=cfg.cooldown_hours)
     if current is not None and current.promoted_at is not None:
         since = max(since, current.promoted_at)
-    recent = session.scalar(
-        sa.select(sa.func.max(TrainingRun.started_at)).where(
-            TrainingRun.model == model, TrainingRun.started_at >= since, TrainingRun.outcome == "kept"
-        )
-    )
+    recent = _kept_on_merit(session, model, since)
     if recent is not None and cfg.cooldown_hours > 0:
         # Retraining did not help: a person has to look (the data, the features, the threshold).
         message = (f"{shown} {worse} {threshold}, but a candidate trained at {recent.isoformat()} "

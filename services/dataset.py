@@ -178,18 +178,45 @@ def _as_float(value: Any) -> float:
         return math.nan
 
 
-def split(frame: pd.DataFrame, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame, Holdout]:
-    """Time-ordered split: every training row is older than every holdout row (train < cutoff <= holdout)."""
+def split(frame: pd.DataFrame, test_fraction: float,
+          after: tuple[datetime, int | None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame, Holdout]:
+    """Time-ordered split by position in (time, row id) order: every training row comes before every
+    holdout row, and the holdout keeps its configured share even when many rows share the cutoff's
+    timestamp (a batch sent without `occurred_at`); rows of one timestamp split by row id.
+
+    `after` is the production version's last training row (time, row id): the holdout holds only rows
+    after it, so the champion is never judged on rows it was trained on. It may then be smaller than
+    its share (few new rows); the promotion policy's min_holdout_rows decides whether that is enough.
+    An empty holdout raises DataError."""
     frame = frame.sort_values([TIME, "row_id"], kind="stable").reset_index(drop=True)
     n_test = max(1, math.ceil(len(frame) * test_fraction))
     if len(frame) - n_test < 1:
         raise DataError(f"{len(frame)} rows cannot be split into training and holdout")
-    cutoff = frame[TIME].iloc[len(frame) - n_test]
-    train, test = frame[frame[TIME] < cutoff], frame[frame[TIME] >= cutoff]
-    if train.empty:
-        raise DataError("all rows share one timestamp; a time-ordered holdout is impossible")
+    at = len(frame) - n_test
+    if after is not None:
+        at = max(at, _first_after(frame, *after))
+    if at >= len(frame):
+        raise DataError(f"no row is newer than the production version's training data (up to {after[0]:%Y-%m-%d %H:%M})"
+                        if after is not None else "no rows left for the holdout")
+    train, test = frame.iloc[:at], frame.iloc[at:]
     holdout = Holdout(test[TIME].iloc[0], test[TIME].iloc[-1], len(test), _holdout_hash(test))
     return train.reset_index(drop=True), test.reset_index(drop=True), holdout
+
+
+def _first_after(frame: pd.DataFrame, end: datetime, last_row_id: int | None) -> int:
+    """The position of the first row after (end, last_row_id) in the frame's (time, row id) order; without
+    a row id (versions trained before it was recorded), after every row at `end`."""
+    times = frame[TIME]
+    end = pd.Timestamp(end)
+    if times.dt.tz is None and end.tzinfo is not None:
+        end = end.tz_convert("UTC").tz_localize(None)
+    elif times.dt.tz is not None and end.tzinfo is None:
+        end = end.tz_localize("UTC")
+    later = times > end
+    if last_row_id is not None:
+        later |= (times == end) & (frame["row_id"] > last_row_id)
+    positions = np.flatnonzero(later.to_numpy())
+    return int(positions[0]) if len(positions) else len(frame)
 
 
 def _holdout_hash(test: pd.DataFrame) -> str:

@@ -23,6 +23,7 @@ HEADLINES = {  # outcome -> (emoji, headline)
     "retrained": (":white_check_mark:", "{model}: {version} promoted to production"),
     "kept": (":pause_button:", "{model}: {version} trained, production kept"),
     "insufficient_data": (":warning:", "{model}: not enough data to retrain"),
+    "no_new_data": (":fast_forward:", "{model}: too little new data to retrain on"),
     "error": (":x:", "{model}: retrain failed"),
     "data_check_failed": (":x:", "{model}: retrain failed its data checks"),
     "skipped": (":fast_forward:", "{model}: retrain skipped"),
@@ -61,10 +62,25 @@ def decision_message(session: Session, run_id: str) -> tuple[str, list[dict[str,
         old = run.old_metrics or {}
         lines = [f"`{k:<8}` {_fmt(old.get(k))} → {_fmt(run.metrics[k])}" for k in keys]
         blocks.append({"type": "section", "text": {"type": "mrkdwn", "text": "*Holdout metrics (production → candidate)*\n" + "\n".join(lines)}})
+    if run.decision and run.decision.get("rules"):
+        blocks.append({"type": "section", "text": {"type": "mrkdwn",
+                                                   "text": "*Decision rules*\n" + rules_text(run.decision)[:2800]}})
     reason = run.promotion_reason or run.error_message
     if reason:
         blocks.append({"type": "context", "elements": [{"type": "mrkdwn", "text": reason[:2000]}]})
     return f"{emoji} {headline}", blocks
+
+
+def rules_text(decision: dict[str, Any]) -> str:
+    """One line per rule of a decision record: verdict, rule, value against threshold, note."""
+    mark = {True: "pass", False: "FAIL", None: "n/a"}
+    lines = []
+    for rule in decision.get("rules", []):
+        value, threshold = rule.get("value"), rule.get("threshold")
+        figures = f"{_fmt(value)} (threshold {_fmt(threshold)})" if threshold is not None else _fmt(value)
+        note = f" - {rule['note']}" if rule.get("note") else ""
+        lines.append(f"{mark.get(rule.get('passed'), '?'):<4} {rule.get('rule')}: {figures}{note}")
+    return "\n".join(lines)
 
 
 def alert_message(session: Session, event_id: int) -> tuple[str, list[dict[str, Any]]]:
@@ -72,8 +88,25 @@ def alert_message(session: Session, event_id: int) -> tuple[str, list[dict[str, 
     event = session.get(SystemEvent, event_id)
     if event is None or event.kind != "alert":
         raise NotFound(f"alert {event_id} not found")
+    if event.payload.get("action") == "auto_rollback":
+        return rollback_message(event)
     text = f":rotating_light: {event.message}"
     return text, [{"type": "section", "text": {"type": "mrkdwn", "text": text[:2900]}}]
+
+
+def rollback_message(event: SystemEvent) -> tuple[str, list[dict[str, Any]]]:
+    """A probation's automatic rollback (services/probation.py): what went back, and the evidence."""
+    p, v = event.payload, event.payload.get("verdict") or {}
+    headline = f"{event.model}: {p.get('version_id')} rolled back to {p.get('restored')} automatically"
+    fields = [f"*Model*\n{event.model}", f"*Rolled back*\n{p.get('version_id')}",
+              f"*Production again*\n{p.get('restored')}", f"*By*\n{p.get('actor', 'probation')}",
+              f"*Mean loss, new (outcomes)*\n{_fmt(v.get('mean_new'))} ({v.get('n_new')})",
+              f"*Mean loss, before (outcomes)*\n{_fmt(v.get('mean_prev'))} ({v.get('n_prev')})"]
+    return f":rewind: {headline}", [
+        {"type": "header", "text": {"type": "plain_text", "text": headline[:150]}},
+        {"type": "section", "fields": [{"type": "mrkdwn", "text": f} for f in fields]},
+        {"type": "context", "elements": [{"type": "mrkdwn", "text": str(v.get("reason") or event.message)[:2000]}]},
+    ]
 
 
 def notify_alert(session: Session, event_id: int, webhook_url: SecretStr | None, timeout: float) -> str:

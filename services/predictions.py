@@ -165,7 +165,8 @@ def predict(session: Session, model: str, rows: list[dict[str, Any]],
     ]
 
 
-def _error(kind: PredictionKind, actual: float, predicted: float) -> float:
+def outcome_error(kind: PredictionKind, actual: float, predicted: float) -> float:
+    """An outcome's loss as prediction_records.error holds it (probation scores a version's rival by it)."""
     if kind == PredictionKind.CLASSIFICATION:
         return 0.0 if actual == predicted else 1.0  # 1 = the wrong class; its mean is the error rate
     return abs(actual - predicted)
@@ -204,7 +205,7 @@ def record_outcome(session: Session, prediction_id: str, actual: float, at: date
         live_rollup.add(session, key, delta)
     else:
         rollup.stage(key, delta)
-    record.actual, record.error = actual, _error(record.kind, actual, record.predicted)
+    record.actual, record.error = actual, outcome_error(record.kind, actual, record.predicted)
     record.status, record.completed_at = PredictionStatus.COMPLETED, when
     # The training row is keyed by the prediction, so a correction updates it instead of adding one.
     key = f"outcome:{prediction_id}"

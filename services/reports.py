@@ -22,7 +22,17 @@ from retrainer.db.records import (
     TrainingRun,
 )
 from retrainer.models.base import family_class, live_check
-from retrainer.services import accuracy, controls, drift_check, registry
+from retrainer.services import (
+    accuracy,
+    controls,
+    drift_check,
+    ledger,
+    notifications,
+    registry,
+    retrain_requests,
+    triggers,
+)
+from retrainer.services.errors import NotFound
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -55,6 +65,9 @@ def version_dict(v: ModelVersion) -> dict[str, Any]:
         "artifact_sha256": v.artifact_sha256,
         "parent_version_id": v.parent_version_id,
         "previous_production_id": v.previous_production_id,
+        "refit": v.refit,  # refit on every row after the decision (promotion.deploy: refit)
+        "probation": v.probation,  # watching | passed | rolled_back | superseded (after a promotion)
+        "probation_ended_at": _iso(v.probation_ended_at),
     }
 
 
@@ -83,6 +96,7 @@ def run_dict(r: TrainingRun) -> dict[str, Any]:
         "fine_tune": r.fine_tune,
         "drift_report_id": r.drift_report_id,
         "data_report": r.data_report,
+        "decision": r.decision,  # the policy's record: each rule, its threshold, value and verdict (None: older runs)
     }
 
 
@@ -97,6 +111,7 @@ def evaluation_dict(e: ModelEvaluation) -> dict[str, Any]:
         "primary_metric": e.primary_metric,
         "overall_score": e.overall_score,
         "champion_score": e.champion_score,
+        "test": e.test,  # a candidate's paired test against the champion (or baseline) on these rows
         "evaluated_at": _iso(e.evaluated_at),
     }
 
@@ -172,7 +187,7 @@ def status(session: Session, settings: Settings) -> dict[str, Any]:
     return {"models": models, "checked_at": clock.now().isoformat()}
 
 
-CHECKS = ("accuracy", "accept_rate", "errors", "new_data", "drift")
+CHECKS = tuple(triggers.CHECKS)  # every check a trigger or beat runs, probation included
 SUPPRESSED_HOURS = 24  # `status` shows the latest suppression, failed notification and alert this recent
 FAILED_NOTIFICATION_HOURS = 7 * 24
 
@@ -202,3 +217,89 @@ def _latest(session: Session, model: str, kind: str, hours: float) -> dict[str, 
     event = session.scalar(sa.select(SystemEvent).where(*where).order_by(SystemEvent.id.desc()).limit(1))
     return {"count": count, "message": event.message, "at": _iso(event.created_at),
             "repeats": event.payload.get("repeats")}
+
+
+# --- decisions: the ledger, one run's decision, two versions side by side ---------------------------
+
+def ledger_history(session: Session, model: str, limit: int = 50) -> dict[str, Any]:
+    rows = [ledger.entry_dict(e) for e in ledger.history(session, model, limit)]
+    return {"model": model, "ledger": rows, "count": len(rows)}
+
+
+def _run(session: Session, run_id: str) -> TrainingRun:
+    run = session.get(TrainingRun, run_id)
+    if run is None:
+        raise NotFound(f"training run {run_id!r} not found")
+    return run
+
+
+def explain(session: Session, run_id: str) -> dict[str, Any]:
+    """Why a run ended as it did: its decision record (older runs: the reason), what asked for it, the
+    holdout, both evaluations with the paired test, and the ledger entry it caused."""
+    run = _run(session, run_id)
+    request = session.get(RetrainRequest, run.request_id) if run.request_id else None
+    evaluations_ = evaluations(session, run_id)
+    holdout = evaluations_[0]["holdout"] if evaluations_ else None
+    entry = ledger.for_run(session, run_id)
+    return {
+        "run": run_dict(run),
+        "trigger": notifications.trigger_text(session, run),
+        "request": retrain_requests.describe(request) if request else None,
+        "decision": run.decision,
+        "reason": run.promotion_reason or run.error_message,
+        "holdout": holdout,
+        "evaluations": evaluations_,
+        "ledger": ledger.entry_dict(entry) if entry else None,
+    }
+
+
+def logs(session: Session, run_id: str) -> dict[str, Any]:
+    run = _run(session, run_id)
+    return {"run_id": run.run_id, "model": run.model, "status": run.status.value, "logs": run.logs}
+
+
+class NotComparable(ValueError):
+    """Two versions that were never scored on the same holdout rows."""
+
+
+def compare(session: Session, a: str, b: str) -> dict[str, Any]:
+    """Versions `a` and `b` on the same holdout rows (equal hash), newest such scoring: their metrics
+    side by side, which is better on each, and the paired test of the run that scored them."""
+    va, vb = registry.get(session, a), registry.get(session, b)
+    if va.model != vb.model:
+        raise NotComparable(f"{a} is a version of {va.model!r} and {b} of {vb.model!r}: not comparable")
+    if a == b:
+        raise NotComparable(f"{a} compared with itself")
+    scored = {v: list(session.scalars(sa.select(ModelEvaluation).where(ModelEvaluation.version_id == v)
+                                      .order_by(ModelEvaluation.evaluated_at.desc(), ModelEvaluation.id.desc())))
+              for v in (a, b)}
+    for v, rows in scored.items():
+        if not rows:
+            raise NotComparable(f"{v} was never scored on a holdout: not comparable")
+    pairs = [(ea, eb) for ea in scored[a] for eb in scored[b] if ea.holdout_hash == eb.holdout_hash]
+    if not pairs:
+        ha, hb = scored[a][0].holdout_hash, scored[b][0].holdout_hash
+        raise NotComparable(f"{a} and {b} were scored on different holdouts ({ha[:12]} vs {hb[:12]}): not comparable")
+    # One run scoring both (its paired test is about exactly these two) before two runs that met the same rows
+    ea, eb = max(pairs, key=lambda p: (p[0].run_id == p[1].run_id, max(p[0].evaluated_at, p[1].evaluated_at)))
+    spec = family_class(va.family).metric_spec
+    metrics = {}
+    for k in [k for k in ea.metrics if k in eb.metrics]:
+        x, y = ea.metrics[k], eb.metrics[k]
+        better = None
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and x != y:
+            better = (b if y > x else a) if spec.better_is_higher(k) else (a if y > x else b)
+        metrics[k] = {"a": x, "b": y, "better": better}
+    # The test stored on a candidate's row is candidate vs that run's champion: it is about these two
+    # only when both were scored by that one run.
+    test = None
+    if ea.run_id == eb.run_id:
+        cand = ea if ea.role == "candidate" else eb if eb.role == "candidate" else None
+        if cand is not None and cand.test is not None:
+            test = cand.test | {"candidate": cand.version_id,
+                                "reference": (eb if cand is ea else ea).version_id}
+    return {
+        "model": va.model, "a": evaluation_dict(ea), "b": evaluation_dict(eb),
+        "same_run": ea.run_id == eb.run_id, "holdout": evaluation_dict(ea)["holdout"],
+        "primary_metric": ea.primary_metric, "metrics": metrics, "test": test,
+    }

@@ -2,7 +2,7 @@
 
 1 take the model's run lock (a 'running' training_runs row, fenced by run id; a duplicate: skipped)
 2 load the newest labelled rows and validate them
-3 time-ordered split: train < cutoff <= holdout
+3 time-ordered split: train before holdout; the holdout after the production version's training rows
   then the data checks (services/data_checks.py): a failing one ends the run, its report on the run
 4 fit the candidate
 5 score candidate and production on the same holdout rows
@@ -11,11 +11,13 @@
 8 the caller publishes the decision after commit (tasks enqueue the notification)
 
 The result has the reference shapes: status is one of retrained, kept, insufficient_data, skipped,
-error, with metrics, old_metrics and improvement.
+error, with metrics, old_metrics and improvement; an automatic run without enough new rows ends
+no_new_data before fitting (Training.min_new_rows).
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from datetime import timedelta
@@ -46,15 +48,18 @@ from retrainer.services import (
     data_checks,
     dataset,
     drift,
+    guards,
     policy,
     registry,
     retrain_requests,
     run_lock,
     schema,
+    significance,
     sources,
 )
 
 SAMPLE_ROWS = 20
+log = logging.getLogger(__name__)
 
 
 def _score(estimator: Family, holdout: pd.DataFrame, primary: str | None) -> tuple[Metrics, Prediction]:
@@ -105,7 +110,7 @@ def retrain(
     try:
         with run_lock.Heartbeat(session.get_bind(), run_id, timedelta(seconds=settings.recovery.lease_seconds)) as heartbeat:
             result = _train_and_decide(session, settings, cfg, model, run_id, request_id, written, heartbeat,
-                                       claimed.fine_tune)
+                                       claimed.fine_tune, trigger)
         session.commit()
         return base | result
     except TRANSIENT_ERRORS:
@@ -185,7 +190,7 @@ def _remove(paths: list[Path]) -> None:
 
 def _train_and_decide(
     session: Session, settings: Settings, cfg: ModelConfig, model: str, run_id: str, request_id: int | None,
-    written: list[Path], heartbeat: run_lock.Heartbeat, fine_tune: bool = False,
+    written: list[Path], heartbeat: run_lock.Heartbeat, fine_tune: bool = False, trigger: Trigger = Trigger.MANUAL,
 ) -> dict[str, Any]:
     # 2 load + validate
     # The rows are read through the schema the model's production version was trained on, unless the
@@ -201,6 +206,8 @@ def _train_and_decide(
     valid = dataset.validate(raw, used, needs_time=family_class(cfg.family).needs_time)
     frame = valid.frame
     note = valid.unused_note()
+    log.info("%s: %d rows read, %d kept after validation%s", model, len(raw), len(frame),
+             f" ({valid.dropped} dropped: {valid.problems})" if valid.dropped else "")
     if len(frame) < cfg.training.min_samples:
         message = f"Need at least {cfg.training.min_samples} samples for retraining, got {len(frame)}"
         if valid.dropped:
@@ -214,21 +221,34 @@ def _train_and_decide(
         return {"status": "insufficient_data", "count": len(frame), "message": message, "unused_features": valid.unused}
 
     champion = registry.production(session, model)
+    if trigger != Trigger.MANUAL and (stale := _too_little_new_data(session, model, frame, cfg.training.min_new_rows)):
+        return _no_new_data(session, cfg, model, run_id, request_id, len(frame), stale)
     # No transaction stays open while fitting (on SQLite it would hold the write lock); the
     # champion read here is re-checked by the compare-and-swap at commit.
     session.commit()
 
-    # 3 split, 4 fit
-    train, holdout_frame, holdout = dataset.split(frame, cfg.training.test_fraction)
+    # 3 split (the holdout after every row the champion was trained on), 4 fit
+    after = (champion.training_window_end, champion.training_last_row_id) \
+        if champion is not None and champion.training_window_end is not None else None
+    try:
+        train, holdout_frame, holdout = dataset.split(frame, cfg.training.test_fraction, after)
+    except DataError as exc:
+        if after is None:
+            raise
+        return _no_new_data(session, cfg, model, run_id, request_id, len(frame),
+                            f"{exc}: nothing to judge a candidate on")
     report = _check_data(session, cfg, run_id, raw, valid, train, holdout_frame, production)
     if report is not None and not report.ok:  # nothing is fitted: the run fails (or lacks data) with its report
         return _data_check_failed(session, cfg, model, run_id, request_id, report, len(frame), valid.unused)
+    log.info("%s: split %d training rows, %d holdout rows (%s .. %s)%s", model, len(train), holdout.rows,
+             holdout.start, holdout.end, f", after {champion.version_id}'s training rows" if after else "")
     estimator = load_family(cfg.family, cfg.params)
     parent, tuned_note = _parent(estimator, champion, fine_tune)
     t0 = time.perf_counter()
     estimator.fit(dataset.features(train), train[dataset.LABEL],
                   time=train[dataset.TIME] if estimator.needs_time else None, parent=parent)
     fit_seconds = time.perf_counter() - t0
+    log.info("%s: fitted %s in %.2f s%s", model, estimator.algorithm, fit_seconds, f" ({tuned_note})" if tuned_note else "")
 
     # 5 score both on the same rows
     cand_metrics, cand_pred = _score(estimator, holdout_frame, cfg.primary_metric)
@@ -239,8 +259,18 @@ def _train_and_decide(
         except (ArtifactError, DataError) as exc:
             problem = str(exc)
 
-    # 6 decide
-    decision = policy.decide(cand_metrics, champ_metrics, cfg.promotion, champion.version_id if champion else None, problem)
+    # 6 decide, on evidence measured on these rows only
+    evidence = _evidence(estimator, cfg, train, holdout_frame, holdout.rows, cand_metrics, cand_pred, champion,
+                         champ_metrics, champ_pred, problem)
+    decision = policy.decide(evidence, cfg.promotion)
+    paired = evidence.test or evidence.baseline_test
+    log.info("%s: candidate %s %.6g, production %s%s", model, cand_metrics.primary, cand_metrics.score,
+             f"{champ_metrics.score:.6g}" if champ_metrics else (problem or "none"),
+             f"; paired test {paired.point_pct:+.2f}% [{paired.lower_pct:+.2f}%, {paired.upper_pct:+.2f}%]" if paired else "")
+    for rule in decision.rules:
+        log.info("%s: rule %s: value %s, threshold %s -> %s", model, rule.rule, rule.value, rule.threshold,
+                 {True: "pass", False: "FAIL", None: "n/a"}[rule.passed])
+    log.info("%s: %s: %s", model, "promote" if decision.promote else "keep", decision.reason)
     warned = report.warning_note() if report else ""
     reason = "; ".join(part for part in (decision.reason, tuned_note, note, warned) if part)
     if decision.alert:
@@ -250,17 +280,22 @@ def _train_and_decide(
     # 7 artifact first (atomic rename), then every row and the pointer in this one transaction
     if heartbeat.lost:
         raise run_lock.LostLock(f"run {run_id} lost its lock while fitting; its result is discarded")
-    path, checksum = artifacts.write(estimator, Path(settings.artifact_dir) / model, run_id)
+    deployed, refit_seconds = estimator, 0.0
+    if decision.promote and cfg.promotion.deploy == "refit":  # the judged configuration, refit on every row
+        deployed, refit_seconds = _refit(cfg, frame, parent)
+    path, checksum = artifacts.write(deployed, Path(settings.artifact_dir) / model, run_id)
     written.append(path)
+    fitted = frame if deployed is not estimator else train
     number = registry.next_number(session, model)
     version_id = f"{model}-v{number}"
     now = clock.now()
     session.add(ModelVersion(
         version_id=version_id, model=model, number=number, family=cfg.family, algorithm=estimator.algorithm,
-        trained_at=now, num_training_samples=len(train), training_duration_seconds=fit_seconds,
+        trained_at=now, num_training_samples=len(fitted), training_duration_seconds=fit_seconds + refit_seconds,
         hyperparameters=estimator.get_params(), metrics=cand_metrics.storable(), artifact_uri=str(path),
-        artifact_sha256=checksum, training_window_start=train["event_time"].iloc[0],
-        training_window_end=train["event_time"].iloc[-1], library_versions=estimator.library_versions(),
+        artifact_sha256=checksum, training_window_start=fitted[dataset.TIME].iloc[0],
+        training_window_end=fitted[dataset.TIME].iloc[-1], training_last_row_id=int(fitted["row_id"].iloc[-1]),
+        refit=deployed is not estimator, library_versions=estimator.library_versions(),
         parent_version_id=champion.version_id if champion else None,
         feature_schema=valid.schema.observed(dataset.features(train)).to_json(),
     ))
@@ -274,6 +309,7 @@ def _train_and_decide(
         version_id=version_id, run_id=run_id, role="candidate", metrics=cand_metrics.storable(),
         overall_score=_finite(cand_metrics.score), champion_score=_finite(champ_metrics.score) if champ_metrics else None,
         predictions_sample=_sample(holdout_frame, cand_pred), **holdout_cols,
+        test=None if paired is None else paired.to_json() | {"reference": "champion" if evidence.test else "baseline"},
     ))
     if champion is not None and champ_metrics is not None:
         session.add(ModelEvaluation(
@@ -282,8 +318,10 @@ def _train_and_decide(
             predictions_sample=_sample(holdout_frame, champ_pred), **holdout_cols,
         ))
     if decision.promote:
-        registry.swap_production(session, model, version_id, champion.version_id if champion else None)
-        registry.archive_old(session, model, cfg.keep_versions)
+        registry.swap_production(session, model, version_id, champion.version_id if champion else None,
+                                 actor="policy", reason=decision.reason, run_id=run_id,
+                                 watch=cfg.promotion.probation.enabled)
+    registry.archive_old(session, model, cfg.keep_versions)  # kept candidates too: their files are freed
     outcome = "retrained" if decision.promote else "kept"
     run_lock.finish(
         session, run_id, status=RunStatus.COMPLETED, outcome=outcome, version_id=version_id,
@@ -291,7 +329,7 @@ def _train_and_decide(
         metrics=cand_metrics.storable(), old_metrics=champ_metrics.storable() if champ_metrics else None,
         promoted_to_production=decision.promote,
         improvement_percentage=None if decision.improvement_pct is None else _finite(decision.improvement_pct),
-        promotion_reason=reason, source=_source(cfg), fine_tune=parent is not None,
+        promotion_reason=reason, source=_source(cfg), fine_tune=parent is not None, decision=decision.record(),
     )
     retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
     audit.record(
@@ -315,11 +353,81 @@ def _train_and_decide(
         "old_metrics": _result_metrics(champ_metrics, holdout.rows),
         "improvement": _improvement(cand_metrics, champ_metrics, decision.improvement_pct, estimator.metric_spec),
         "promoted": decision.promote,
+        "refit": deployed is not estimator,
+        "test": None if paired is None else paired.to_json(),
+        "decision": decision.record(),
         "fine_tune": parent is not None,
         "reason": reason,
         "retrained_at": now.isoformat(),
     }
     return result
+
+
+def _evidence(estimator: Family, cfg: ModelConfig, train: pd.DataFrame, holdout: pd.DataFrame, rows: int,
+              cand: Metrics, cand_pred: Prediction, champion: ModelVersion | None, champ: Metrics | None,
+              champ_pred: Prediction | None, problem: str | None) -> policy.Evidence:
+    """Everything the policy decides from: the paired test against the champion (or against a constant
+    when there is none to judge against), the guard metrics, and when production last changed."""
+    sig, y = cfg.promotion.significance, holdout[dataset.LABEL]
+    test = baseline_test = None
+    guard_results: tuple[policy.Guard, ...] = ()
+    usable = champ is not None and champ_pred is not None and cand.primary not in champ.not_finite
+    if usable and sig.test == "bootstrap":
+        test = significance.paired_bootstrap(estimator, y, cand_pred, champ_pred, cand.primary,
+                                             resamples=sig.resamples, confidence=sig.confidence, seed=sig.seed)
+    if usable:
+        guard_results = guards.measure(estimator, holdout, dataset.LABEL, cand_pred, champ_pred, cfg.promotion.guards,
+                                       cfg.accuracy.segments, cfg.promotion.guard_min_rows)
+    elif cfg.promotion.baseline:
+        constant = significance.naive_baseline(estimator, train[dataset.LABEL], len(holdout))
+        baseline_test = significance.paired_bootstrap(estimator, y, cand_pred, constant, cand.primary,
+                                                      resamples=sig.resamples, confidence=sig.confidence, seed=sig.seed)
+    return policy.Evidence(
+        candidate=cand, holdout_rows=rows, champion=champ, champion_id=champion.version_id if champion else None,
+        champion_problem=problem, test=test, baseline_test=baseline_test, guards=guard_results,
+        last_change=clock.as_utc(champion.promoted_at) if champion and champion.promoted_at else None, now=clock.now())
+
+
+def _refit(cfg: ModelConfig, frame: pd.DataFrame, parent: Family | None) -> tuple[Family, float]:
+    """The same configuration fitted on every row, the holdout included (promotion.deploy: refit)."""
+    refit = load_family(cfg.family, cfg.params)
+    t0 = time.perf_counter()
+    refit.fit(dataset.features(frame), frame[dataset.LABEL],
+              time=frame[dataset.TIME] if refit.needs_time else None, parent=parent)
+    return refit, time.perf_counter() - t0
+
+
+def _too_little_new_data(session: Session, model: str, frame: pd.DataFrame, least: int) -> str:
+    """Why an automatic run should not retrain ('' when it should): fewer than `least` rows newer than
+    the data the model's last completed run saw (its holdout's end)."""
+    if least <= 0:
+        return ""
+    seen = session.scalar(
+        sa.select(sa.func.max(ModelEvaluation.holdout_end))
+        .join(TrainingRun, TrainingRun.run_id == ModelEvaluation.run_id)
+        .where(TrainingRun.model == model, ModelEvaluation.role == "candidate")
+    )
+    if seen is None:
+        return ""
+    times = frame[dataset.TIME]
+    cutoff = pd.Timestamp(clock.as_utc(seen))
+    if times.dt.tz is None:
+        cutoff = cutoff.tz_localize(None)
+    new = int((times > cutoff).sum())
+    if new >= least:
+        return ""
+    return (f"{new} labelled rows newer than the last run's data (up to {cutoff:%Y-%m-%d %H:%M}); an automatic "
+            f"retrain needs >= {least} (training.min_new_rows)")
+
+
+def _no_new_data(session: Session, cfg: ModelConfig, model: str, run_id: str, request_id: int | None, rows: int,
+                 message: str) -> dict[str, Any]:
+    """End a run that has nothing new to learn from or to judge on: nothing fitted, nothing promoted."""
+    run_lock.finish(session, run_id, status=RunStatus.SKIPPED, outcome="no_new_data", dataset_size=rows,
+                    error_message=message[:2000], source=_source(cfg))
+    retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
+    audit.record(session, "decision", f"{model}: {message}"[:2000], model=model, run_id=run_id, outcome="no_new_data")
+    return {"status": "no_new_data", "count": rows, "message": message}
 
 
 def _parent(estimator: Family, champion: ModelVersion | None, fine_tune: bool) -> tuple[Family | None, str | None]:

@@ -18,7 +18,7 @@ Decide = Callable[[Session, str, ModelConfig], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Check:
-    trigger: Trigger
+    trigger: Trigger | None  # None: a check that never asks for a retrain (probation acts on its own)
     decide: Decide  # session, model, its config -> result with "status" (retrain_needed opens a request)
 
 
@@ -56,10 +56,17 @@ def _drift(session: Session, model: str, cfg: ModelConfig) -> dict[str, Any]:
     return drift_check.check(session, model, cfg)
 
 
+def _probation(session: Session, model: str, cfg: ModelConfig) -> dict[str, Any]:
+    from retrainer.services import probation  # numpy/scipy: only where probation is checked
+
+    return probation.check(session, model, cfg)
+
+
 CHECKS: dict[str, Check] = {
     "accuracy": Check(Trigger.ACCURACY, _accuracy),
     "accept_rate": Check(Trigger.ACCEPT_RATE, _accept_rate),
     "errors": Check(Trigger.ERRORS, _errors),
     "new_data": Check(Trigger.NEW_SAMPLES, _new_data),
     "drift": Check(Trigger.DRIFT, _drift),
+    "probation": Check(None, _probation),  # rolls a worse new version back itself (services/probation.py)
 }

@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # The beat task of each check of services/triggers.py, by the check's name (`retrainer check --trigger NAME`).
 TASKS = {"accuracy": "checks.check_accuracy", "accept_rate": "checks.monitor", "errors": "checks.check_errors",
-         "new_data": "checks.check_new_data", "drift": "checks.check_drift"}
+         "new_data": "checks.check_new_data", "drift": "checks.check_drift", "probation": "checks.check_probation"}
 
 
 def _check_task(check: str, doc: str, limit: int = 120) -> Any:
@@ -42,6 +42,7 @@ monitor = _check_task("accept_rate", "The hourly monitor: the accept-rate check 
 check_new_data = _check_task("new_data", "Enough new labelled rows and time since the last run.")
 check_errors = _check_task("errors", "High-confidence errors: a fine-tune from the production version.")
 check_drift = _check_task("drift", "Recent inputs against the production version's reference profile.", 300)
+check_probation = _check_task("probation", "A newly promoted version on its live outcomes: rolled back if worse.")
 
 
 def _check(task: RetrainerTask, model: str, name: str, requested_by: str) -> dict[str, Any]:
@@ -51,13 +52,13 @@ def _check(task: RetrainerTask, model: str, name: str, requested_by: str) -> dic
     job = None
     with task.session() as session:
         result = check.decide(session, model, settings.model(model))
-        if result["status"] == "retrain_needed":
+        if result["status"] == "retrain_needed" and check.trigger is not None:
             job = retrain_requests.coalesce(session, settings, model, trigger=check.trigger, requested_by=requested_by,
                                             window=0, fine_tune=result.get("fine_tune", False),
                                             drift_report_id=result.get("drift_report_id"))
     if isinstance(job, Suppressed):  # recorded with its reason; the check's own result says so too
         result["suppressed"], job = job.reason, None
-    if job is not None:  # enqueue only after the request row committed
+    if job is not None and check.trigger is not None:  # enqueue only after the request row committed
         send_jobs([job], trigger=check.trigger.value, settings=settings)
     if result.get("alert_event_id") is not None:
         app.send_task("notifications.notify_alert", args=[result["alert_event_id"]], queue="notifications")

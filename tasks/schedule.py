@@ -25,6 +25,7 @@ PER_MODEL = {
     "drift": ("drift", "checks.check_drift", {}),
     "new_data": ("new-data", "checks.check_new_data", {}),
     "errors": ("errors", "checks.check_errors", {}),
+    "probation": ("probation", "checks.check_probation", {}),
     "retrain": ("retrain", "checks.request_retrain", {"trigger": "schedule"}),
 }
 

@@ -24,7 +24,7 @@ LAYERS = [
     {"retrainer.models"},
     {"retrainer.services"},
     {"retrainer.tasks"},
-    {"retrainer.cli", "retrainer.demo"},
+    {"retrainer.cli", "retrainer.demo", "retrainer.replay"},
 ]
 NO_CELERY = {"retrainer.models", "retrainer.services"}  # logic a test or a script calls without a broker
 

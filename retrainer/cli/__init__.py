@@ -31,8 +31,9 @@ INSUFFICIENT_DATA = 3  # the exit code of `retrain` and `check` when there is to
 def _validate_settings(ctx: typer.Context) -> None:
     # Every command but `demo` reads the configuration first, so a bad value stops it with exit 2 before
     # anything starts (a worker's Celery would print a traceback). The demo never reads it: it runs on
-    # its own embedded settings whatever this environment or a retrainer.yaml here says.
-    if ctx.invoked_subcommand != "demo":
+    # its own embedded settings whatever this environment or a retrainer.yaml here says; `replay` reads
+    # only the file its --config names (retrainer/replay/environment.py).
+    if ctx.invoked_subcommand not in ("demo", "replay"):
         settings = get_settings()
         if ctx.invoked_subcommand in _USES_MODELS:
             _check_models(settings)
@@ -202,7 +203,7 @@ def _wait(result: Any, what: str, timeout: float) -> dict[str, Any]:
             _fail(f"{what}: task {result.id} failed on the worker: {type(exc).__name__}: {exc}", 1)
 
 
-CHECK_NAMES = ("accuracy", "accept_rate", "errors", "new_data", "drift")  # services/triggers.py CHECKS
+CHECK_NAMES = ("accuracy", "accept_rate", "errors", "new_data", "drift", "probation")  # services/triggers.py CHECKS
 
 
 @app.command()
@@ -211,7 +212,7 @@ def check(model: str, local: Annotated[bool, typer.Option(help="Compute here; en
           timeout: Annotated[float, typer.Option(help="Seconds to wait for the worker's result.")] = 300,
           as_json: JsonOpt = False) -> None:
     """Run a trigger's check now (through a worker unless --local): accuracy by default, or
-    --trigger accept_rate | errors | new_data | drift. Exit 3: insufficient data."""
+    --trigger accept_rate | errors | new_data | drift | probation. Exit 3: insufficient data."""
     if trigger not in CHECK_NAMES:
         _fail(f"--trigger {trigger!r}: use one of {', '.join(CHECK_NAMES)}", 2)
     settings = get_settings()
@@ -283,29 +284,37 @@ def retrain(model: str, local: Annotated[bool, typer.Option(help="Run the pipeli
         _fail(f"retrain of {model!r} failed{run}: {result['message']}", 1)
     if not as_json:
         typer.echo(f"{result['status']}: {result.get('reason') or result.get('message', '')}")
-    if result["status"] == "insufficient_data":
+    if result["status"] in ("insufficient_data", "no_new_data"):  # nothing was decided: exit 3
         raise typer.Exit(INSUFFICIENT_DATA)
 
 
 @app.command()
-def promote(version_id: str, expect: Annotated[str | None, typer.Option(help="Only if this version is production now.")] = None) -> None:
+def promote(version_id: str, expect: Annotated[str | None, typer.Option(help="Only if this version is production now.")] = None,
+            reason: Annotated[str, typer.Option(help="Why: kept in the promotion ledger.")] = "",
+            by: Annotated[str | None, typer.Option("--by", help="Who (default: the login name).")] = None) -> None:
     """Make VERSION_ID production (compare-and-swap against --expect or the current one)."""
+    from retrainer.cli.controls import who
     from retrainer.services import registry
 
     with db() as session:
-        version = registry.promote(session, version_id, expect, actor="cli")
+        version = registry.promote(session, version_id, expect, actor=who(by), reason=reason)
     typer.echo(json.dumps({"status": "success", "message": f"Model {version.version_id} promoted to production",
                            "version_id": version.version_id}))
 
 
 @app.command()
-def rollback(model: str) -> None:
-    """Return MODEL to the version the current production replaced."""
+def rollback(model: str,
+             to: Annotated[str | None, typer.Option("--to", help="Any earlier production version of MODEL.")] = None,
+             reason: Annotated[str, typer.Option(help="Why: kept in the promotion ledger.")] = "",
+             by: Annotated[str | None, typer.Option("--by", help="Who (default: the login name).")] = None) -> None:
+    """Return MODEL to the version the current production replaced, or --to an earlier production version
+    whose artifact still verifies (`retrainer ledger MODEL` lists them)."""
+    from retrainer.cli.controls import who
     from retrainer.services import registry
 
     get_settings().model(model)
     with db() as session:
-        version = registry.rollback(session, model, actor="cli")
+        version = registry.rollback(session, model, actor=who(by), to=to, reason=reason)
     typer.echo(json.dumps({"status": "success", "message": f"{model} rolled back to {version.version_id}",
                            "version_id": version.version_id}))
 
@@ -358,4 +367,11 @@ def main() -> None:
 
 
 # Command groups in their own modules register on `app` (kept below its definition: they import it).
-from retrainer.cli import controls, drift, inputs, reports  # noqa: F401
+from retrainer.cli import (  # noqa: F401
+    controls,
+    decisions,
+    drift,
+    inputs,
+    replay,
+    reports,
+)

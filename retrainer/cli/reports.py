@@ -77,13 +77,21 @@ def history(model: str, limit: int = 20, as_json: JsonOpt = False) -> None:
         data = reports.history(session, model, limit)
     if as_json:
         return emit(data)
-    table = Table("run", "trigger", "outcome", "version", primary, f"old {primary}", "improvement", "reason")
+    table = Table("run", "trigger", "outcome", "version", primary, f"old {primary}", "improvement", "decision")
     for r in data["training_runs"]:
         m, o = r["metrics"] or {}, r["old_metrics"] or {}
         table.add_row(r["run_id"], r["trigger"], r["outcome"] or r["status"], r["model_version_id"] or "–",
                       reports.fmt(m.get(primary)), reports.fmt(o.get(primary)), reports.fmt_pct(r["improvement_percentage"]),
-                      r["promotion_reason"] or r["error_message"] or "")
+                      _decision_text(r))
     Console(width=200).print(table)
+
+
+def _decision_text(run: dict[str, object]) -> str:
+    """The decision's summary (older runs: the reason, or why the run failed), short: `explain RUN_ID` has it all."""
+    decision = run.get("decision")
+    text = str((decision.get("summary") if isinstance(decision, dict) else None)
+               or run.get("promotion_reason") or run.get("error_message") or "")
+    return text if len(text) <= 120 else text[:119] + "…"
 
 
 @app.command()

@@ -29,6 +29,9 @@ from pydantic_settings import (
 )
 
 from retrainer.config.data_checks import DataChecks as DataChecks  # re-exported
+from retrainer.config.promotion import Probation as Probation  # re-exported
+from retrainer.config.promotion import Promotion as Promotion
+from retrainer.config.promotion import Significance as Significance
 from retrainer.config.triggers import (
     AcceptRateCheck,
     AccuracyCheck,
@@ -47,7 +50,7 @@ CONFIG_ENV = "RETRAINER_CONFIG"
 DEFAULT_CONFIG_FILE = "retrainer.yaml"
 ENV_PREFIX = "RETRAINER_"
 # RETRAINER_* variables that are read by something other than Settings: not typos.
-NON_SETTING_ENV = ("RETRAINER_CONFIG", "RETRAINER_REQUIRE_SERVICES")
+NON_SETTING_ENV = ("RETRAINER_CONFIG", "RETRAINER_REQUIRE_SERVICES", "RETRAINER_CLOCK_FILE")  # clock: retrainer/clock.py
 NON_SETTING_ENV_PREFIXES = ("RETRAINER_TEST_", "RETRAINER_BENCH_")
 
 
@@ -56,22 +59,6 @@ class ConfigError(ValueError):
 
 
 _Strict = Strict
-
-
-class Promotion(_Strict):
-    auto_promote: bool = True  # false: every promotion, the first model's too, is a person's call
-    min_improvement_pct: float = Field(2.0, ge=0)
-    # An absolute quality floor every candidate must clear, the first model too: "max_<metric>" or
-    # "min_<metric>" -> limit, e.g. {max_mae: 0.02} or {min_roc_auc: 0.7} (metrics of the family).
-    floor: dict[str, float] = Field(default_factory=dict)
-
-    @field_validator("floor")
-    @classmethod
-    def _bounds(cls, v: dict[str, float]) -> dict[str, float]:
-        for key in v:
-            if not key.startswith(("max_", "min_")) or len(key) < 5:
-                raise ValueError(f"floor key {key!r}: write max_<metric> or min_<metric>")
-        return v
 
 
 class QuerySource(_Strict):
@@ -112,6 +99,9 @@ class Training(_Strict):
     max_rows: int = Field(10_000, gt=0)  # most recent labelled rows used for a run
     time_limit_seconds: int = Field(1800, gt=0)
     source: QuerySource | None = None  # None ("observations"): the observations table
+    # An automatic retrain (not a person's) needs this many labelled rows newer than the data of the
+    # model's last completed run; fewer: the run ends "no_new_data" without fitting (no retrain storms).
+    min_new_rows: int = Field(100, ge=0)
 
     @field_validator("source", mode="before")
     @classmethod

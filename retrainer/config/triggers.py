@@ -69,6 +69,10 @@ class AccuracyCheck(Strict):
     # result and `retrainer status`, so a degradation confined to one segment is seen.
     segments: list[str] = Field(default_factory=list, max_length=8)
     second_target: SecondTarget | None = None
+    # Relative threshold: breached when the live metric is worse than the production version's own
+    # holdout figure by more than this percentage (e.g. 50: MAE 1.5x its holdout MAE). With `threshold`
+    # set too, either breach starts a retrain.
+    relative_pct: float | None = Field(None, gt=0)
 
     @model_validator(mode="after")
     def _old_key(self) -> AccuracyCheck:
@@ -155,8 +159,11 @@ class Schedules(Strict):
     errors: str | None = "0 2 * * *"  # daily high-confidence errors check, 02:00 (seed 003's hour)
     new_data: str | None = "30 * * * *"  # hourly new-data check
     drift: str | None = "15 * * * *"  # hourly drift check
+    # A newly promoted version's probation (services/probation.py): cheap, and a bad version should not
+    # serve for an hour; the test stays valid however often it looks.
+    probation: str | None = "@every 10m"
 
-    @field_validator("check", "retrain", "monitor", "errors", "new_data", "drift")
+    @field_validator("check", "retrain", "monitor", "errors", "new_data", "drift", "probation")
     @classmethod
     def _valid(cls, v: str | None) -> str | None:
         if v is not None:

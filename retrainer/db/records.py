@@ -234,12 +234,40 @@ class ModelVersion(Base):
     artifact_sha256: Mapped[str] = mapped_column(sa.String(64))
     training_window_start: Mapped[datetime | None]
     training_window_end: Mapped[datetime | None]
+    # The last training row in (time, row id) order: a later run's holdout holds only rows after it, so a
+    # champion is never judged on rows it was trained on (rows can share a timestamp)
+    training_last_row_id: Mapped[int | None] = mapped_column(sa.BigInteger)
     library_versions: Mapped[dict[str, Any]]
     # Versions are archived, never deleted, so a version can always name its parent and predecessor.
     parent_version_id: Mapped[str | None] = mapped_column(sa.ForeignKey("model_versions.version_id"))  # production when trained
     previous_production_id: Mapped[str | None] = mapped_column(sa.ForeignKey("model_versions.version_id"))  # what it replaced
     # The features it was trained on (services/schema.py): what later runs and ingestion check rows against
     feature_schema: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    # Refit on every row (holdout included) after the decision (promotion.deploy: refit): the artifact
+    # is not the one evaluated; `metrics` are the evaluated configuration's.
+    refit: Mapped[bool] = mapped_column(default=False)
+    # Watched on live outcomes after its promotion (services/probation.py): watching -> passed | rolled_back |
+    # superseded (a newer promotion replaced it first)
+    probation: Mapped[str | None] = mapped_column(sa.String(16))
+    probation_ended_at: Mapped[datetime | None]
+
+
+class LedgerEntry(Base):
+    """The promotion ledger: one row per change of a model's production pointer, never updated or
+    deleted (services/ledger.py). Who (a person, or the rule: policy, probation) and why."""
+
+    __tablename__ = "promotion_ledger"
+    __table_args__ = (sa.Index("ix_promotion_ledger_model_id", "model", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    model: Mapped[str] = mapped_column(sa.String(100))
+    version_id: Mapped[str] = mapped_column(sa.ForeignKey("model_versions.version_id"))  # production from now
+    from_version_id: Mapped[str | None] = mapped_column(sa.ForeignKey("model_versions.version_id"))
+    action: Mapped[str] = mapped_column(sa.String(24))  # promote | rollback | auto_rollback
+    actor: Mapped[str] = mapped_column(sa.String(100))  # a person's name, or policy / probation
+    reason: Mapped[str] = mapped_column(sa.Text, default="")
+    run_id: Mapped[str | None] = mapped_column(sa.String(64))
+    created_at: Mapped[datetime] = mapped_column(default=_now)
 
 
 class RetrainRequest(Base):
@@ -320,6 +348,9 @@ class TrainingRun(Base):
     notified_at: Mapped[datetime | None]  # when its decision went to the notifications queue (else re-sent)
     drift_report_id: Mapped[int | None] = mapped_column(BigId, sa.ForeignKey("drift_reports.id"))  # the drift that asked
     data_report: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # data checks before fitting
+    # The decision record (services/policy.py): each rule with its threshold, value and pass/fail
+    decision: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    logs: Mapped[str | None] = mapped_column(sa.Text)  # the run's own log lines (retrainer logs RUN_ID)
 
 
 class ModelEvaluation(Base):
@@ -340,6 +371,8 @@ class ModelEvaluation(Base):
     overall_score: Mapped[float | None]  # null when the primary metric is not finite
     champion_score: Mapped[float | None]
     predictions_sample: Mapped[dict[str, Any]]
+    # candidate: the paired test against the champion (or the baseline) on these rows (services/significance.py)
+    test: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     evaluated_at: Mapped[datetime] = mapped_column(default=_now)
 
 

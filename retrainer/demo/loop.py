@@ -52,6 +52,8 @@ def demo_config(var_dir: Path) -> dict[str, Any]:
             # beat checks every 5 s here instead of daily at 02:00, so the demo takes a minute
             "schedules": {"check": "@every 5s", "retrain": None, "monitor": None},
             "training": {"max_rows": 2500},
+            # the demo plays weeks in a minute: no wait between two promotions (default 6 h)
+            "promotion": {"cooldown_hours": 0},
             "debounce_seconds": 8,  # every storm event lands inside one window
         }, CHURN: {
             # The user's own data: a classifier on a CSV with a text column. No `features` key: the

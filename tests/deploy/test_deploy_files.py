@@ -579,3 +579,19 @@ def test_wait_script_gives_up_without_leaking_the_password(tmp_path):
     assert "started" not in result.stdout
     assert f"127.0.0.1:{port}" in result.stderr
     assert "s3cret-pw" not in result.stdout + result.stderr
+
+
+def test_every_package_is_in_the_distribution() -> None:
+    """A non-editable install (the image's) holds only the packages pyproject lists: a package folder
+    missing from it (retrainer.cli once was) would ship an image without its command line."""
+    import tomllib
+
+    setuptools = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]
+    folders = {"retrainer": ROOT / "retrainer", **{name: ROOT / path for name, path in setuptools["package-dir"].items()}}
+    found = set()
+    for name, folder in folders.items():
+        for init in folder.rglob("__init__.py"):
+            parts = init.parent.relative_to(folder).parts
+            if "__pycache__" not in parts:
+                found.add(".".join((name, *parts)))
+    assert found - set(setuptools["packages"]) == set(), "packages missing from pyproject.toml"

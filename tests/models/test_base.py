@@ -37,3 +37,10 @@ def test_floor_metrics_are_checked_against_the_family() -> None:
         "models.ctr.promotion.floor.min_roc_auc: 'roc_auc' is not a metric of family ctr; "
         "choose one of mae, rmse, r2, accuracy",
     ]
+
+
+def test_guard_metrics_are_checked_against_the_family() -> None:
+    settings = load_settings(models={"ctr": {"promotion": {"guards": {"rmse": 5, "f1": 2}}}})
+    assert check_models(settings.models) == [
+        "models.ctr.promotion.guards.f1: 'f1' is not a metric of family ctr; choose one of mae, rmse, r2, accuracy",
+    ]

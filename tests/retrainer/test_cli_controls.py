@@ -64,7 +64,7 @@ def test_every_trigger_can_be_checked_now(cli) -> None:  # noqa: F811
     assert cli("check", "ctr", "--trigger", "drift", "--local").stdout.startswith("no_reference: ")
     bad = cli("check", "ctr", "--trigger", "drfit", "--local", ok=False)
     assert (bad.returncode, bad.stderr.strip()) == (
-        2, "error: --trigger 'drfit': use one of accuracy, accept_rate, errors, new_data, drift")
+        2, "error: --trigger 'drfit': use one of accuracy, accept_rate, errors, new_data, drift, probation")
     triggers = json.loads(cli("status", "--json").stdout)["models"]["ctr"]["triggers"]
     assert {k: v["status"] for k, v in triggers.items() if v} == {
         "new_data": "retrain_needed", "accept_rate": "no_cycles", "errors": "not_configured", "drift": "no_reference"}

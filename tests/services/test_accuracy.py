@@ -128,11 +128,11 @@ def test_breakdown_by_version(session: Session) -> None:
     assert_matches(parts["ctr-v2"], expected(b["actual"], b["predicted"]))
 
 
-def _production(session: Session, version_id: str = "ctr-v1") -> None:
+def _production(session: Session, version_id: str = "ctr-v1", metrics: dict[str, float] | None = None) -> None:
     session.add(ModelVersion(
         version_id=version_id, model="ctr", number=int(version_id.rsplit("v", 1)[1]), family="ctr",
         algorithm="xgboost", is_production=True, num_training_samples=1, training_duration_seconds=1.0,
-        hyperparameters={}, metrics={}, artifact_uri="/unused", artifact_sha256="0" * 64, library_versions={},
+        hyperparameters={}, metrics=metrics or {}, artifact_uri="/unused", artifact_sha256="0" * 64, library_versions={},
     ))
     session.flush()
 
@@ -178,10 +178,38 @@ def test_check_retrain_needed_measures_the_production_version(session: Session) 
     assert "degraded" in result["message"]
 
 
-def _run(session: Session, run_id: str, hours_ago: float, outcome: str) -> None:
+def test_relative_threshold_fires_below_the_absolute_one(session: Session) -> None:
+    """Live MAE ~0.008 is far under the absolute 0.02 but 4x the version's holdout MAE of 0.002."""
+    _production(session, "ctr-v3", metrics={"mae": 0.002})
+    populate(session, n=80, seed=12, noise=0.01, version_id="ctr-v3", prefix="rel")
+    assert accuracy.check(session, "ctr", AccuracyCheck(), "ctr")["status"] == "no_retrain_needed"
+    result = accuracy.check(session, "ctr", AccuracyCheck(relative_pct=50), "ctr")
+    assert result["status"] == "retrain_needed"
+    assert result["threshold"] == pytest.approx(0.003)
+    assert result["relative"] == {"pct": 50, "holdout_value": 0.002, "threshold": pytest.approx(0.003),
+                                  "absolute_threshold": 0.02}
+    # a version without a holdout figure: the absolute threshold alone decides
+    session.execute(sa.update(ModelVersion).where(ModelVersion.version_id == "ctr-v3").values(is_production=False))
+    _production(session, "ctr-v4", metrics={})
+    populate(session, n=80, seed=13, noise=0.01, version_id="ctr-v4", prefix="rel4")
+    assert accuracy.check(session, "ctr", AccuracyCheck(relative_pct=50), "ctr")["status"] == "no_retrain_needed"
+
+
+def _run(session: Session, run_id: str, hours_ago: float, outcome: str, failed: tuple[str, ...] = ()) -> None:
+    decision = {"rules": [{"rule": rule, "passed": False} for rule in failed]} if failed else None
     session.add(TrainingRun(run_id=run_id, model="ctr", trigger=Trigger.ACCURACY, status=RunStatus.COMPLETED,
-                            outcome=outcome, started_at=NOW - timedelta(hours=hours_ago)))
+                            outcome=outcome, started_at=NOW - timedelta(hours=hours_ago), decision=decision))
     session.flush()
+
+
+def test_a_candidate_kept_only_by_the_promotion_cooldown_does_not_silence_the_check(session: Session) -> None:
+    populate(session, n=60, seed=14, noise=0.06)
+    cfg = AccuracyCheck(cooldown_hours=12)
+    _run(session, "waiting", 2, "kept", failed=("cooldown",))  # better, but production changed too recently
+    _run(session, "small", 3, "kept", failed=("evidence",))  # better, on too few holdout rows
+    assert accuracy.check(session, "ctr", cfg, "ctr")["status"] == "retrain_needed"
+    _run(session, "not-better", 4, "kept", failed=("improvement", "significance", "cooldown"))
+    assert accuracy.check(session, "ctr", cfg, "ctr")["status"] == "no_retrain_needed"
 
 
 def test_check_cooldown_after_a_kept_candidate(session: Session) -> None:

@@ -44,21 +44,44 @@ def test_split_is_time_ordered_80_20(frame: pd.DataFrame) -> None:
     assert list(holdout_frame[TIME]) == sorted(holdout_frame[TIME])
 
 
-def test_split_keeps_ties_on_the_holdout_side() -> None:
+def test_split_keeps_its_share_when_rows_share_the_cutoff_timestamp() -> None:
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     times = [t0 + timedelta(hours=h) for h in (0, 1, 2, 3, 4, 5, 6, 7, 7, 7)]
     f = pd.DataFrame({"row_id": range(10), TIME: times, LABEL: np.arange(10.0), "x": np.arange(10.0)})
+    train, test, holdout = dataset.split(f.sample(frac=1, random_state=1), 0.2)
+    # the cutoff falls inside a run of equal timestamps: they split by row id, the holdout keeps 20 %
+    assert holdout.rows == 2 and len(train) == 8
+    assert list(test["row_id"]) == [8, 9] and train[TIME].max() <= test[TIME].min()
+
+
+def test_a_batch_sharing_one_timestamp_makes_a_20_percent_holdout() -> None:
+    """3,000 events sent without occurred_at share one timestamp: the holdout is still 20 %, not 75 %."""
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    times = [t0 + timedelta(minutes=m) for m in range(1000)] + [t0 + timedelta(days=1)] * 3000
+    f = pd.DataFrame({"row_id": range(4000), TIME: times, LABEL: np.zeros(4000), "x": np.zeros(4000)})
     train, test, holdout = dataset.split(f, 0.2)
-    # the cutoff falls inside a run of equal timestamps: all of them go to the holdout
-    assert holdout.rows == 3 and len(train) == 7
-    assert train[TIME].max() < test[TIME].min()
+    assert holdout.rows == 800 and len(train) == 3200
+    assert dataset.split(f.sample(frac=1, random_state=2), 0.2)[2].hash == holdout.hash  # deterministic
+
+
+def test_the_holdout_holds_no_row_the_champion_was_trained_on() -> None:
+    t0 = datetime(2024, 1, 1, tzinfo=UTC)
+    times = [t0 + timedelta(hours=h) for h in range(90)] + [t0 + timedelta(hours=90)] * 10
+    f = pd.DataFrame({"row_id": range(100), TIME: times, LABEL: np.zeros(100), "x": np.zeros(100)})
+    # the champion was trained up to row 94 (hour 90, sharing its timestamp with rows 95..99)
+    train, test, holdout = dataset.split(f, 0.2, after=(t0 + timedelta(hours=90), 94))
+    assert list(test["row_id"]) == [95, 96, 97, 98, 99] and holdout.rows == 5 and len(train) == 95
+    # without its last row id (a version from before it was recorded): after every row of that time
+    with pytest.raises(DataError, match="no row is newer"):
+        dataset.split(f, 0.2, after=(t0 + timedelta(hours=90), None))
+    # a champion trained on older rows does not shrink the holdout below its share
+    assert dataset.split(f, 0.2, after=(t0 + timedelta(hours=10), 10))[2].rows == 20
 
 
 def test_split_refuses_impossible_data() -> None:
     t0 = datetime(2024, 1, 1, tzinfo=UTC)
     same = pd.DataFrame({"row_id": range(5), TIME: [t0] * 5, LABEL: np.ones(5), "x": np.ones(5)})
-    with pytest.raises(DataError, match="one timestamp"):
-        dataset.split(same, 0.2)
+    assert dataset.split(same, 0.2)[2].rows == 1  # one timestamp: split by row id
     with pytest.raises(DataError):
         dataset.split(same.iloc[:1], 0.2)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
@@ -10,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from retrainer.config import Settings
 from retrainer.db import session_scope
-from retrainer.db.records import ModelVersion, SystemEvent, VersionStatus
+from retrainer.db.records import LedgerEntry, ModelVersion, SystemEvent, VersionStatus
 from retrainer.models.base import ArtifactError
 from retrainer.services import registry
 from retrainer.services.errors import ModelVersionNotFound, NoProductionVersion, PromotionConflict
@@ -140,7 +141,8 @@ def test_rollback_returns_to_previous_production(three_versions: str) -> None:
     rollbacks = events(url, "rollback")
     assert len(rollbacks) == 1
     assert rollbacks[0].model == "ctr"
-    assert rollbacks[0].payload == {"version_id": "ctr-v2", "previous": "ctr-v3", "actor": "oncall"}
+    assert rollbacks[0].payload == {"version_id": "ctr-v2", "previous": "ctr-v3", "actor": "oncall",
+                                    "action": "rollback", "reason": ""}
     assert "ctr-v3" in rollbacks[0].message and "ctr-v2" in rollbacks[0].message
     # and once more, back to what v2 had replaced
     with session_scope(url) as s:
@@ -272,3 +274,180 @@ def test_racing_promoters_one_wins(three_versions: str) -> None:
     after = state(url)
     assert [v for v, (prod, _, _) in after.items() if prod] == ["ctr-v2"]
     assert after["ctr-v3"][1] == "trained"
+
+
+# --- the ledger, probation, rollback to any earlier production version ---------------------------
+
+def ledger_rows(url: str, model: str = "ctr") -> list[tuple[str | None, str, str, str, str]]:
+    """(from, to, action, actor, reason), oldest first."""
+    from retrainer.services import ledger
+
+    with session_scope(url) as s:
+        return [(e.from_version_id, e.version_id, e.action, e.actor, e.reason)
+                for e in reversed(ledger.history(s, model))]
+
+
+def probation(url: str) -> dict[str, tuple[str | None, bool]]:
+    with session_scope(url) as s:
+        return {v.version_id: (v.probation, v.probation_ended_at is not None)
+                for v in s.scalars(sa.select(ModelVersion).where(ModelVersion.model == "ctr"))}
+
+
+def test_every_pointer_change_writes_one_ledger_row_and_probation(three_versions: str) -> None:
+    url = three_versions
+    with session_scope(url) as s:
+        registry.promote(s, "ctr-v3", actor="bob", watch=False)  # probation off: not watched
+        registry.rollback(s, "ctr")
+    assert probation(url)["ctr-v3"] == (None, False)  # a rollback ends only a probation that was on
+    with session_scope(url) as s:
+        registry.promote(s, "ctr-v2", actor="alice", reason="better on the new campaign")
+    with session_scope(url) as s:  # the pipeline's call: the policy, its run
+        registry.swap_production(s, "ctr", "ctr-v3", "ctr-v2", actor="policy", reason="7% better", run_id="run_x")
+    assert probation(url)["ctr-v3"] == ("watching", False)
+    with session_scope(url) as s:
+        registry.rollback(s, "ctr", actor="probation", reason="worse on live outcomes", action="auto_rollback")
+    assert ledger_rows(url) == [
+        (None, "ctr-v1", "promote", "test", ""),
+        ("ctr-v1", "ctr-v3", "promote", "bob", ""),
+        ("ctr-v3", "ctr-v1", "rollback", "cli", ""),
+        ("ctr-v1", "ctr-v2", "promote", "alice", "better on the new campaign"),
+        ("ctr-v2", "ctr-v3", "promote", "policy", "7% better"),
+        ("ctr-v3", "ctr-v2", "auto_rollback", "probation", "worse on live outcomes"),
+    ]
+    after = probation(url)
+    assert after["ctr-v3"] == ("rolled_back", True)  # it was watching: its probation failed
+    # promoted by hand, it was watched too, until ctr-v3 replaced it first; a rollback target is not re-watched
+    assert after["ctr-v2"] == ("superseded", True)
+    with session_scope(url) as s:
+        from retrainer.services import ledger
+
+        assert ledger.for_run(s, "run_x").version_id == "ctr-v3"
+        kinds = s.scalars(sa.select(SystemEvent).where(SystemEvent.kind == "rollback").order_by(SystemEvent.id))
+        assert [e.payload["action"] for e in kinds] == ["rollback", "auto_rollback"]
+
+
+def test_a_lost_swap_writes_no_ledger_row(three_versions: str) -> None:
+    url = three_versions
+    with session_scope(url) as s, pytest.raises(PromotionConflict):
+        registry.swap_production(s, "ctr", "ctr-v3", "ctr-v2")
+    with session_scope(url) as s, pytest.raises(ValueError, match="swap action"):
+        registry.swap_production(s, "ctr", "ctr-v3", "ctr-v1", action="demote")
+    with session_scope(url) as s, pytest.raises(ValueError, match="rollback action"):
+        registry.rollback(s, "ctr", action="promote")
+    assert ledger_rows(url) == [(None, "ctr-v1", "promote", "test", "")]
+
+
+@pytest.fixture
+def four_promoted(settings: Settings) -> str:
+    """ctr-v1 .. v4 each promoted in turn (v4 production), ctr-v5 trained, never production."""
+    url = settings.database_url
+    with session_scope(url) as s:
+        for n in range(1, 6):
+            make_version(s, settings, n)
+    for n in range(1, 5):
+        with session_scope(url) as s:
+            registry.promote(s, f"ctr-v{n}", actor="test")
+    return url
+
+
+def test_rollback_to_any_earlier_production_version(four_promoted: str) -> None:
+    url = four_promoted
+    with session_scope(url) as s:
+        assert registry.rollback(s, "ctr", actor="oncall", to="ctr-v1", reason="v2..v4 share the bad feed").version_id == "ctr-v1"
+    after = state(url)
+    assert [v for v, (prod, _, _) in after.items() if prod] == ["ctr-v1"]
+    assert after["ctr-v1"][2] is None  # keeps its own history: a plain rollback from here has nowhere to go
+    assert ledger_rows(url)[-1] == ("ctr-v4", "ctr-v1", "rollback", "oncall", "v2..v4 share the bad feed")
+    with session_scope(url) as s:  # and forward again to a later one that once held production
+        registry.rollback(s, "ctr", to="ctr-v3")
+    assert [v for v, (prod, _, _) in state(url).items() if prod] == ["ctr-v3"]
+    with session_scope(url) as s:  # without --to: what v3 had replaced
+        assert registry.rollback(s, "ctr").version_id == "ctr-v2"
+
+
+def test_rollback_to_a_version_from_before_the_ledger(four_promoted: str) -> None:
+    url = four_promoted
+    with session_scope(url) as s:  # an old database: no ledger rows, only promoted_at
+        s.execute(sa.delete(LedgerEntry))
+    with session_scope(url) as s:
+        assert registry.rollback(s, "ctr", to="ctr-v2").version_id == "ctr-v2"
+
+
+def test_rollback_to_refusals_name_the_problem(four_promoted: str, settings: Settings) -> None:
+    url = four_promoted
+    with session_scope(url) as s:
+        make_version(s, settings, 1, model="roas")
+    cases = {
+        "ctr-v99": "cannot roll back 'ctr' to ctr-v99: no such version",
+        "roas-v1": "cannot roll back 'ctr' to roas-v1: it is a version of 'roas', not of 'ctr'",
+        "ctr-v4": "cannot roll back 'ctr' to ctr-v4: it is production already",
+        "ctr-v5": "cannot roll back 'ctr' to ctr-v5: it never held production",
+    }
+    for to, message in cases.items():
+        with session_scope(url) as s, pytest.raises(registry.RollbackRefused) as info:
+            registry.rollback(s, "ctr", to=to)
+        assert str(info.value).startswith(message), str(info.value)
+    with session_scope(url) as s:
+        v2 = registry.get(s, "ctr-v2").artifact_uri
+        v3 = registry.get(s, "ctr-v3").artifact_uri
+    corrupt(v2)
+    Path(v3).unlink()
+    with session_scope(url) as s, pytest.raises(ArtifactError) as info:
+        registry.rollback(s, "ctr", to="ctr-v2")
+    assert str(info.value).startswith(f"cannot roll back 'ctr' to ctr-v2: artifact {v2}: checksum mismatch")
+    with session_scope(url) as s, pytest.raises(ArtifactError, match=r"to ctr-v3: artifact .*: file is missing"):
+        registry.rollback(s, "ctr", to="ctr-v3")
+    assert [v for v, (prod, _, _) in state(url).items() if prod] == ["ctr-v4"]
+    assert len(ledger_rows(url)) == 4
+
+
+# --- archiving -----------------------------------------------------------------------------------
+
+def test_archiving_removes_the_artifacts_of_versions_that_never_held_production(settings: Settings) -> None:
+    url = settings.database_url
+    with session_scope(url) as s:
+        for n in range(1, 8):
+            make_version(s, settings, n)
+    for n in (1, 2, 3):
+        with session_scope(url) as s:
+            registry.promote(s, f"ctr-v{n}")
+    with session_scope(url) as s:
+        registry.rollback(s, "ctr", to="ctr-v1")  # production v1 (replaced nothing); v2 and v3 once held it
+        paths = {v.version_id: Path(v.artifact_uri) for v in registry.versions(s, "ctr")}
+    sizes = {v: p.stat().st_size for v, p in paths.items()}
+    # every kept candidate: v4..v7 trained; keep 2 -> v5..v2 beyond the newest two, v1 production
+    with session_scope(url) as s:
+        archived = registry.archive_old(s, "ctr", keep=2)
+        assert paths["ctr-v5"].is_file()  # not before the commit
+    assert archived == ["ctr-v5", "ctr-v4", "ctr-v3", "ctr-v2"]
+    assert not paths["ctr-v5"].exists() and not paths["ctr-v4"].exists()
+    for kept in ("ctr-v1", "ctr-v2", "ctr-v3", "ctr-v6", "ctr-v7"):  # production once, or among the newest
+        assert paths[kept].is_file(), kept
+    [event] = events(url, "archive")
+    assert event.payload["artifacts_removed"] == ["ctr-v5", "ctr-v4"]
+    assert event.payload["bytes_freed"] == sizes["ctr-v5"] + sizes["ctr-v4"] > 0
+    with session_scope(url) as s:  # an archived version that once held production: still a rollback target
+        assert registry.rollback(s, "ctr", to="ctr-v3").version_id == "ctr-v3"
+    with session_scope(url) as s, pytest.raises(ValueError, match="archived and its artifact was removed"):
+        registry.promote(s, "ctr-v4")
+    with session_scope(url) as s, pytest.raises(ValueError, match="archived and never held production"):
+        registry.swap_production(s, "ctr", "ctr-v4", "ctr-v3")
+
+
+def test_archiving_in_a_transaction_that_rolls_back_keeps_every_file(settings: Settings) -> None:
+    url = settings.database_url
+    with session_scope(url) as s:
+        for n in range(1, 5):
+            make_version(s, settings, n)
+        paths = [Path(v.artifact_uri) for v in registry.versions(s, "ctr")]
+    with session_scope(url) as s:  # one session, as a run's: archive, fail, roll back, go on
+        assert registry.archive_old(s, "ctr", keep=2) == ["ctr-v2", "ctr-v1"]
+        with s.begin_nested():  # a savepoint released meanwhile is not the commit
+            s.execute(sa.select(1))
+        s.rollback()  # the run failed after archiving
+        assert all(p.is_file() for p in paths)
+        assert registry.archive_old(s, "ctr", keep=3) == ["ctr-v1"]
+        s.close()  # closed without a commit: forgotten too
+        s.commit()  # the session's next transaction removes nothing
+    assert all(p.is_file() for p in paths)
+    assert {status for _, status, _ in state(url).values()} == {"trained"}

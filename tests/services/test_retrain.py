@@ -242,7 +242,24 @@ def test_unknown_model(settings: Settings) -> None:
     assert rows(settings, TrainingRun) == []
 
 
-def test_a_corrupt_champion_keeps_production_and_raises_an_alert(settings: Settings) -> None:
+def test_a_corrupt_champion_gives_way_only_to_a_candidate_that_beats_a_constant(tmp_path: Path, db_url: str) -> None:
+    settings = make_settings(tmp_path, db_url)
+    seed_rows(settings, 300)
+    assert run(settings)["status"] == "retrained"
+    with session_scope(settings.database_url) as s:
+        corrupt(registry.get(s, "ctr-v1").artifact_uri)
+    result = run(settings)
+    assert result["status"] == "retrained", result
+    assert "cannot be scored" in result["reason"] and "checksum" in result["reason"]
+    assert "beats a constant prediction" in result["reason"]
+    assert result["test"]["lower_pct"] > 0  # against the training median, beyond noise
+    [evaluation] = rows(settings, ModelEvaluation, ModelEvaluation.run_id == result["run_id"])
+    assert evaluation.test["reference"] == "baseline" and evaluation.test["method"] == "paired_bootstrap"
+    assert production_id(settings) == "ctr-v2"
+
+
+def test_a_corrupt_champion_keeps_production_and_raises_an_alert_without_a_bar(tmp_path: Path, db_url: str) -> None:
+    settings = make_settings(tmp_path, db_url, models={"ctr": model_config(promotion={"baseline": False})})
     seed_rows(settings, 300)
     assert run(settings)["status"] == "retrained"
     with session_scope(settings.database_url) as s:
@@ -263,7 +280,8 @@ def test_a_corrupt_champion_keeps_production_and_raises_an_alert(settings: Setti
 
 
 def test_a_corrupt_champion_gives_way_to_a_candidate_that_clears_the_floor(tmp_path: Path, db_url: str) -> None:
-    settings = make_settings(tmp_path, db_url, models={"ctr": model_config(promotion={"floor": {"max_mae": 0.01}})})
+    settings = make_settings(tmp_path, db_url, models={"ctr": model_config(
+        promotion={"floor": {"max_mae": 0.01}, "baseline": False})})
     seed_rows(settings, 300)
     assert run(settings)["status"] == "retrained"
     with session_scope(settings.database_url) as s:
@@ -351,7 +369,8 @@ def test_a_run_that_lost_its_lock_discards_its_result(settings: Settings, monkey
 
 def test_keep_versions_archives_old_versions(tmp_path: Path, db_url: str) -> None:
     settings = make_settings(tmp_path, db_url, models={"ctr": model_config(
-        keep_versions=3, promotion={"min_improvement_pct": 0})})  # a tie promotes: every run makes a new production
+        keep_versions=3, promotion={"min_improvement_pct": 0, "significance": {"test": "none"}})})
+    # the plain point-estimate rule at 0 %: a tie promotes, every run makes a new production
     seed_rows(settings, 200)
     for i in range(1, 7):
         result = run(settings)

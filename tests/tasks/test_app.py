@@ -102,9 +102,11 @@ def test_default_schedules_are_the_documented_ones(tmp_path: Path) -> None:
     assert beat["errors:ctr"]["schedule"] == crontab(minute="0", hour="2")  # daily high-confidence errors
     assert beat["new-data:ctr"]["schedule"] == crontab(minute="30")  # hourly new data
     assert beat["drift:ctr"]["schedule"] == crontab(minute="15")  # hourly drift
+    assert beat["probation:ctr"]["schedule"].run_every == timedelta(minutes=10)  # a promoted version's probation
     assert {e["task"] for e in beat.values()} == {
         "checks.check_accuracy", "checks.monitor", "checks.check_errors", "checks.check_new_data",
-        "checks.check_drift", "checks.request_retrain", "checks.reconcile", "checks.compact_observations"}
+        "checks.check_drift", "checks.check_probation", "checks.request_retrain", "checks.reconcile",
+        "checks.compact_observations"}
     assert make_app(settings).conf.beat_scheduler == "retrainer.tasks.schedule:ReloadingScheduler"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pytest
 
 from retrainer.db import session_scope
 from retrainer.db.records import (
+    LedgerEntry,
+    ModelEvaluation,
     ModelVersion,
     RequestStatus,
     RetrainRequest,
@@ -66,6 +69,33 @@ def test_retrain_promotes_first_model_and_notifies(tmp_path: Path, pg_url: str, 
     assert note[0].model == "ctr"
 
 
+def test_a_worker_decides_with_the_rules_and_records_each_one(tmp_path: Path, pg_url: str, redis_url: str,
+                                                              start_worker, make_celery) -> None:
+    """Through a real worker: the first model beats a constant, the second (same data) is kept because it is
+    not better beyond noise; both decisions are recorded rule by rule, with their paired tests and the
+    ledger row of the one promotion."""
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url)
+    seed_observations(pg_url, 600)
+    start_worker(settings, queues="training,notifications", concurrency=1)
+    app = make_celery(settings)
+    first = send_retrain("ctr", settings=settings, via=app).get(timeout=120)
+    second = send_retrain("ctr", settings=settings, via=app).get(timeout=120)
+    assert first["status"] == "retrained" and "beats a constant prediction" in first["reason"], first
+    assert second["status"] == "kept" and second["test"]["rows"] == 120, second
+    runs = {r.run_id: r for r in rows(pg_url, TrainingRun)}
+    assert [r["rule"] for r in runs[first["run_id"]].decision["rules"]] == ["baseline", "auto_promote"]
+    rules = {r["rule"]: r for r in runs[second["run_id"]].decision["rules"]}
+    assert rules["evidence"]["passed"] is True and rules["improvement"]["passed"] is False
+    assert rules["significance"]["note"].startswith("95% interval")
+    evaluations = rows(pg_url, ModelEvaluation, ModelEvaluation.role == "candidate")
+    assert {e.test["reference"] for e in evaluations} == {"baseline", "champion"}
+    (entry,) = rows(pg_url, LedgerEntry)
+    assert (entry.version_id, entry.actor, entry.run_id) == ("ctr-v1", "policy", first["run_id"])
+    logs = wait_until(lambda: rows(pg_url, TrainingRun, TrainingRun.run_id == second["run_id"])[0].logs,
+                      timeout=30, what="the run's logs")
+    assert "rule significance" in logs
+
+
 def test_concurrent_duplicate_retrain_runs_once(tmp_path: Path, pg_url: str, redis_url: str, start_worker,
                                                 make_celery) -> None:
     settings = make_settings(tmp_path, pg_url, broker_url=redis_url,
@@ -96,7 +126,9 @@ def test_concurrent_duplicate_retrain_runs_once(tmp_path: Path, pg_url: str, red
 
 def test_bad_retrain_input_leaves_worker_working(tmp_path: Path, pg_url: str, redis_url: str, start_worker,
                                                  make_celery) -> None:
-    settings = make_settings(tmp_path, pg_url, broker_url=redis_url)
+    # without the constant-baseline bar, nothing vouches for a candidate against an unscorable champion
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url,
+                             models={"ctr": model_config(promotion={"baseline": False})})
     seed_observations(pg_url, 600)
     worker = start_worker(settings, queues="training,notifications", concurrency=1)
     app = make_celery(settings)
@@ -118,7 +150,7 @@ def test_bad_retrain_input_leaves_worker_working(tmp_path: Path, pg_url: str, re
     assert first["status"] == "retrained"
 
     # the production artifact is corrupted on disk: the checksum refuses it, and a champion that cannot
-    # be scored hands production to no candidate (no quality floor here): kept, a person decides
+    # be scored hands production to no candidate (no floor, no baseline bar here): kept, a person decides
     artifact = Path(rows(pg_url, ModelVersion, ModelVersion.version_id == "ctr-v1")[0].artifact_uri)
     data = bytearray(artifact.read_bytes())
     data[len(data) // 2: len(data) // 2 + 16] = b"\x00" * 16
@@ -225,3 +257,34 @@ def test_a_retrain_that_ends_in_error_is_a_failed_task(tmp_path: Path, pg_url: s
     wait_until(lambda: rows(pg_url, SystemEvent, SystemEvent.kind == "notification"), timeout=60,
                what="the failed run's notification")
     assert worker.alive()
+
+
+def test_runs_keep_their_logs_and_a_third_failure_in_a_week_alerts_once(
+    tmp_path: Path, pg_url: str, redis_url: str, start_worker, make_celery
+) -> None:
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")  # every run fails after its fit: the artifact cannot be written under a file
+    broken = make_settings(tmp_path, pg_url, broker_url=redis_url, artifact_dir=str(blocker / "artifacts"))
+    seed_observations(pg_url, 600)
+    start_worker(broken, queues="training,notifications", concurrency=1)
+    app = make_celery(broken)
+
+    for n in range(1, 5):
+        with pytest.raises(RetrainFailed):
+            send_retrain("ctr", settings=broken, via=app).get(timeout=120)
+        alerts = rows(pg_url, SystemEvent, SystemEvent.kind == "alert")
+        assert len(alerts) == (0 if n < 3 else 1), (n, alerts)  # the third failure alerts; the fourth, the same day, not
+
+    runs = rows(pg_url, TrainingRun, order_by=TrainingRun.started_at)
+    assert [r.status for r in runs] == [RunStatus.FAILED] * 4
+    for run in runs:  # failed runs keep their lines: time-stamped, the task's own verdict among them
+        assert run.logs, run.run_id
+        assert re.search(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z INFO retrainer\.tasks\.training: retrain ctr: error "
+                         r".*NotADirectoryError", run.logs, re.MULTILINE), run.logs
+    (alert,) = rows(pg_url, SystemEvent, SystemEvent.kind == "alert")
+    assert alert.model == "ctr" and alert.payload["failed_runs"] == [r.run_id for r in reversed(runs[:3])]
+    assert f"retrainer logs {runs[2].run_id}" in alert.message
+    sent = wait_until(lambda: [e for e in rows(pg_url, SystemEvent, SystemEvent.kind == "notification")
+                               if e.payload.get("alert_event_id") == alert.id], timeout=60, what="the alert's notification")
+    assert sent[0].payload["delivery"] == "logged"
