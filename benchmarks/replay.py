@@ -258,7 +258,30 @@ def merge_variant(path: Path, name: str, head: dict[str, Any], results: list[dic
     keys = ("stream", "replayed", "metric", "retrainer", "never", "periodic", "online", "seconds", "runs")
     variants = json.loads(path.read_text())["variants"] if path.exists() else {}
     variants[name] = head | {"streams": [{k: r[k] for k in keys} for r in results]}
-    path.write_text(json.dumps({"benchmark": "replay_variants", "variants": variants}, indent=2) + "\n")
+    path.write_text(json.dumps({"benchmark": "replay_variants", "variants": variants,
+                                "comparison": compare(variants)}, indent=2) + "\n")
+
+
+def compare(variants: dict[str, Any]) -> dict[str, Any]:
+    """Per stream the loop's score under each variant and their ranks (1: best; ties share the mean
+    rank), and each variant's mean rank over the streams every variant replayed."""
+    scores: dict[str, dict[str, float]] = {}
+    metric: dict[str, str] = {}
+    for name, v in variants.items():
+        for s in v["streams"]:
+            scores.setdefault(s["stream"], {})[name] = s["retrainer"]["score"]
+            metric[s["stream"]] = s["metric"]
+    streams, ranks = {}, {name: [] for name in variants}
+    for stream, by in scores.items():
+        if len(by) < len(variants):
+            continue
+        sign = -1 if metric[stream] == "accuracy" else 1  # a rank counts from the best
+        rank = {n: 1 + sum(sign * o < sign * x for o in by.values()) + (sum(o == x for o in by.values()) - 1) / 2
+                for n, x in by.items()}
+        streams[stream] = {"metric": metric[stream], "score": by, "rank": rank}
+        for n, r in rank.items():
+            ranks[n].append(r)
+    return {"streams": streams, "mean_rank": {n: sum(r) / len(r) for n, r in ranks.items() if r}}
 
 
 def loop_version() -> dict[str, str]:

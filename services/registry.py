@@ -116,7 +116,7 @@ def swap_production(session: Session, model: str, new_id: str, expected_id: str 
         raise PromotionConflict(model, None, current.version_id)
     values: dict[str, object] = {"is_production": True, "status": VersionStatus.ACTIVE, "promoted_at": now,
                                  "previous_production_id": expected_id}
-    if action == "promote" and watch:
+    if action == "promote" and watch and expected_id is not None:  # a first version has nothing to be judged against
         values |= {"probation": "watching", "probation_ended_at": None}
     promoted = session.execute(
         sa.update(ModelVersion)

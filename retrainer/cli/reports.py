@@ -33,7 +33,10 @@ def status(models: Annotated[list[str] | None, typer.Argument(help="Only these m
         live, last, budget = m["live_accuracy"], m["last_run"], m["budget"]
         metric = live["metric"]
         shown = "–" if live.get(metric) is None else f"{metric} {reports.fmt(live[metric])} ({live['count']})"
-        table.add_row(name + (" (paused)" if m["state"]["paused"] else ""), (m["production"] or {}).get("version_id", "–"), shown, str(live["threshold"]),
+        production = m["production"] or {}
+        on_trial = " (probation)" if production.get("probation") == "watching" else ""
+        table.add_row(name + (" (paused)" if m["state"]["paused"] else ""), production.get("version_id", "–") + on_trial,
+                      shown, str(live["threshold"]),
                       f"{last['outcome']} {last['started_at'][:16]}" if last else "–", str(m["pending_requests"]))
         notes.append(f"{name} budget: {budget['used']} of {budget['max_runs'] or 'unlimited'} automatic runs "
                      f"in {budget['per_hours']:g} h")
@@ -106,8 +109,9 @@ def versions(model: str, limit: int = 50, as_json: JsonOpt = False) -> None:
         data = reports.versions(session, model, limit)
     if as_json:
         return emit(data)
-    table = Table("version", "status", "production", "trained at", "samples", primary, "sha256")
+    table = Table("version", "status", "production", "probation", "trained at", "samples", primary, "sha256")
     for v in data["versions"]:
-        table.add_row(v["version_id"], v["status"], "yes" if v["is_production"] else "", v["trained_at"][:19],
+        table.add_row(v["version_id"], v["status"] + (" (refit)" if v.get("refit") else ""),
+                      "yes" if v["is_production"] else "", v.get("probation") or "", v["trained_at"][:19],
                       str(v["num_training_samples"]), reports.fmt(v["metrics"].get(primary)), v["artifact_sha256"][:12])
     Console().print(table)
