@@ -53,7 +53,7 @@ def periodic(stream: Stream, family: str, params: dict, warmup: int, every_rows:
             try:
                 model = fit(family, params, stream, max(0, start - max_rows), start)
                 retrains += 1
-            except DataError:
+            except DataError:  # a window the family cannot fit: the previous model serves on, uncounted
                 pass
         stop = min(start + every_rows, len(stream))
         parts.append(np.asarray(model.predict(stream.features.iloc[start:stop]).value, dtype=float))
