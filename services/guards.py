@@ -21,32 +21,33 @@ def measure(family: Family, holdout: pd.DataFrame, label: str, candidate: Predic
             guards: dict[str, float], segments: list[str], min_rows: int) -> tuple[Guard, ...]:
     if not guards:
         return ()
-    out = [_guard(family, holdout[label].to_numpy(), candidate, champion, metric, tolerance, None)
-           for metric, tolerance in guards.items()]
+    y = holdout[label].to_numpy()
+    out = _guards(family, y, candidate, champion, guards, None)
     for key in segments:
         if key not in holdout.columns:
             continue
         values = holdout[key].astype(str).to_numpy()
         for value in sorted(set(values)):
             rows = np.flatnonzero(values == value)
-            if len(rows) < min_rows:
-                continue
-            y = holdout[label].to_numpy()[rows]
-            for metric, tolerance in guards.items():
-                out.append(_guard(family, y, candidate.select(rows), champion.select(rows), metric, tolerance,
-                                  f"{key}={value}"))
+            if len(rows) >= min_rows:
+                out += _guards(family, y[rows], candidate.select(rows), champion.select(rows), guards,
+                               f"{key}={value}")
     return tuple(out)
 
 
-def _guard(family: Family, y: np.ndarray, candidate: Prediction, champion: Prediction, metric: str,
-           tolerance: float, segment: str | None) -> Guard:
-    cand = family.evaluate(y, candidate).values[metric]
-    champ = family.evaluate(y, champion).values[metric]
-    higher = family.metric_spec.better_is_higher(metric)
+def _guards(family: Family, y: np.ndarray, candidate: Prediction, champion: Prediction, guards: dict[str, float],
+            segment: str | None) -> list[Guard]:
+    """Every guarded metric on these rows: each version evaluated once, whatever the number of guards."""
+    cand, champ = family.evaluate(y, candidate).values, family.evaluate(y, champion).values
+    return [_guard(family.metric_spec.better_is_higher(metric), cand[metric], champ[metric], metric, tolerance,
+                   segment, len(y)) for metric, tolerance in guards.items()]
+
+
+def _guard(higher: bool, cand: float, champ: float, metric: str, tolerance: float, segment: str | None,
+           rows: int) -> Guard:
     worse = (champ - cand) if higher else (cand - champ)
     if champ != 0 and math.isfinite(champ):
         worse_pct = 100.0 * worse / abs(champ)
     else:  # no scale to be relative to: any worsening of a perfect or unmeasurable champion counts fully
         worse_pct = 0.0 if worse <= 0 else math.inf
-    return Guard(metric, segment, float(cand), float(champ), float(worse_pct), tolerance, len(y))
-
+    return Guard(metric, segment, float(cand), float(champ), float(worse_pct), tolerance, rows)
