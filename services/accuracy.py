@@ -211,12 +211,14 @@ def _reference_keys(family: str, acc: Accuracy) -> dict[str, Any]:
             "total_predictions": acc.count}
 
 
-def check(session: Session, model: str, cfg: AccuracyCheck, family: str) -> dict[str, Any]:
+def check(session: Session, model: str, cfg: AccuracyCheck, family: str, rows_needed: int | None = None,
+          ) -> dict[str, Any]:
     """The daily check's decision in the reference shape. status: no_retrain_needed | retrain_needed
-    | insufficient_data. Accuracy is that of the current production version (what is being served);
-    `family` names the model's family, whose live kind decides what is measured. Recorded either way
-    (system_events kind `check`)."""
-    result = _decide(session, model, cfg, family)
+    | waiting_for_data | insufficient_data. Accuracy is that of the current production version (what is
+    being served); `family` names the model's family, whose live kind decides what is measured. With
+    `rows_needed` (services/since_change.py) a breach is placed in time: the retrain trains from then on
+    (`train_since`), or waits for that many rows after it. Recorded either way (system_events `check`)."""
+    result = _decide(session, model, cfg, family, rows_needed)
     value = result["current_accuracy"].get(result["metric"])
     audit.record(session, "check", f"{model}: accuracy: {result['message']}", model=model, check="accuracy",
                  status=result["status"], metric=result["metric"], value=value, threshold=result["threshold"])
@@ -289,7 +291,8 @@ def _kept_on_merit(session: Session, model: str, since: datetime) -> datetime | 
     return None
 
 
-def _decide(session: Session, model: str, cfg: AccuracyCheck, family: str) -> dict[str, Any]:
+def _decide(session: Session, model: str, cfg: AccuracyCheck, family: str, rows_needed: int | None = None,
+            ) -> dict[str, Any]:
     now = clock.now()
     kind = family_class(family).metric_spec.live
     metric, threshold = live_check(family, cfg.metric, cfg.threshold)
@@ -324,7 +327,9 @@ def _decide(session: Session, model: str, cfg: AccuracyCheck, family: str) -> di
     value = acc[metric]
     shown = f"{metric}={value:.4f}" if value is not None else metric
     worse = "<" if higher_is_better else ">"
-    if value is None or threshold is None or not (value < threshold if higher_is_better else value > threshold):
+    primary_breach = not (value is None or threshold is None
+                          or not (value < threshold if higher_is_better else value > threshold))
+    if not primary_breach:
         if second is not None and second["breached"]:  # the first target is fine, the second is not
             worse = "<" if second["metric"] == "within_20pct" else ">"
             shown = f"{second['target']} {second['metric']}={second['value']:.4f}"
@@ -352,4 +357,17 @@ def _decide(session: Session, model: str, cfg: AccuracyCheck, family: str) -> di
                              value=value, threshold=threshold)
         session.flush()
         return result | {"status": "no_retrain_needed", "message": message, "alert_event_id": alert.id}
-    return result | {"status": "retrain_needed", "message": f"Model accuracy degraded ({shown} {worse} {threshold})"}
+    message = f"Model accuracy degraded ({shown} {worse} {threshold})"
+    if rows_needed is not None and primary_breach and current is not None:
+        from retrainer.services import since_change  # numpy/scipy: only where a breach is placed
+
+        change = since_change.find(session, model, current, kind, rows_needed)
+        if change is not None:
+            result["change"] = change.as_dict()
+            if not change.ready:
+                return result | {"status": "waiting_for_data", "message": (
+                    f"{message}; {change.describe()}: waiting for {change.needed} labelled rows from then on "
+                    f"to train on, {change.rows} so far")}
+            result["train_since"] = change.at.isoformat()
+            message += f"; {change.describe()}: training on the {change.rows} rows since"
+    return result | {"status": "retrain_needed", "message": message}

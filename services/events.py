@@ -1,18 +1,19 @@
-"""Producer events: validated (services/validation.py), stored first, then coalesced into at most one pending retrain per model
-(services/retrain_requests.py).
+"""Producer events stored: a parsed batch (services/event_parsing.py) lands in the caller's
+transaction, purchases as observations (services/observation_inserts.py), then coalesced into at
+most one pending retrain per model (services/retrain_requests.py); `ingest` parses and stores the
+per-event path's messages, and `reject` keeps every refused one with its reason.
 
-A purchase is a labelled row (features + value) that also asks for a retrain; an outcome attaches
-the real value to a logged prediction.
+`parse`, `document` and the event types are re-exported here: producers and tests use them as
+`events.parse` and so on.
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -21,78 +22,28 @@ from sqlalchemy.orm import Session
 from retrainer import clock
 from retrainer.config import Settings
 from retrainer.db import TRANSIENT_ERRORS
-from retrainer.db.records import Feedback, Observation, PredictionRecord
+from retrainer.db.records import Feedback, PredictionRecord
 from retrainer.services import audit, live_rollup, predictions, retrain_requests, validation
 from retrainer.services.controls import Suppressed
 from retrainer.services.errors import InvalidEvent, PredictionNotFound
+from retrainer.services.event_parsing import (
+    Event,
+    FeedbackEvent,
+    OutcomeEvent,
+    PredictionEvent,
+    PurchaseEvent,
+    document,
+    parse,
+)
+from retrainer.services.observation_inserts import DATA_ERRORS, insert_rows, refusal_reason
 from retrainer.services.retrain_requests import Enqueue
 
+__all__ = [  # what other modules and tests use; the parsing names live in services/event_parsing.py
+    "MAX_BATCH", "Event", "FeedbackEvent", "Ingested", "OutcomeEvent", "PredictionEvent", "PurchaseEvent",
+    "Stored", "document", "ingest", "parse", "reject", "store",
+]
+
 MAX_BATCH = 10_000
-# What a store may still meet after validation (a row the database refuses): reported per row. A
-# transient error (TRANSIENT_ERRORS) is not one of them: it propagates, so the caller retries.
-DATA_ERRORS = (sa.exc.StatementError, UnicodeError)
-
-
-@dataclass(frozen=True, slots=True)
-class PurchaseEvent:
-    model: str
-    features: dict[str, float | int | str | bool]
-    value: float
-    event_id: str | None = None
-    occurred_at: datetime | None = None
-    type: Literal["purchase"] = "purchase"
-
-
-@dataclass(frozen=True, slots=True)
-class OutcomeEvent:
-    prediction_id: str
-    value: float
-    event_id: str | None = None
-    occurred_at: datetime | None = None
-    type: Literal["outcome"] = "outcome"
-    targets: dict[str, float] = field(default_factory=dict)  # second targets' outcomes (ROAS beside CTR)
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionEvent:
-    """A prediction served elsewhere (the producer's own serving stack), logged for live accuracy.
-    Its prediction_id (default: the event_id) is what a later outcome names."""
-
-    model: str
-    features: dict[str, float | int | str | bool]
-    predicted: float  # a classifier's: its class
-    prediction_id: str | None = None
-    version_id: str | None = None
-    confidence: float | None = None
-    proba: dict[str, float] | None = None
-    segments: dict[str, str] = field(default_factory=dict)
-    event_id: str | None = None
-    occurred_at: datetime | None = None  # when it was served
-    type: Literal["prediction"] = "prediction"
-    targets: dict[str, float] = field(default_factory=dict)  # second targets served beside it (ROAS beside CTR)
-
-
-@dataclass(frozen=True, slots=True)
-class FeedbackEvent:
-    """Accepts and rejects of a model's output in one learning cycle (one of each, or a cycle's counts):
-    what the hourly accept-rate check averages (services/accept_rate.py)."""
-
-    model: str
-    cycle_id: str
-    accepted: int
-    rejected: int
-    event_id: str | None = None
-    occurred_at: datetime | None = None
-    type: Literal["feedback"] = "feedback"
-
-
-Event = PurchaseEvent | OutcomeEvent | PredictionEvent | FeedbackEvent
-_REQUIRED = {"purchase": ("model", "features", "value"), "outcome": ("prediction_id", "value"),
-             "prediction": ("model", "features", "predicted"), "feedback": ("model", "cycle_id", "accepted", "rejected")}
-MAX_FEEDBACK_COUNT = 1_000_000  # accepts or rejects in one event: a cycle's counts, not a running total
-_OPTIONAL = {"prediction": ("prediction_id", "version_id", "confidence", "proba", "segments", "targets"),
-             "outcome": ("targets",)}  # may be null
-_COMMON = ("type", "event_id", "occurred_at")  # event_id and occurred_at may be absent or null
 
 
 @dataclass
@@ -103,132 +54,6 @@ class Stored:
     enqueue: list[Enqueue] = field(default_factory=list)
     suppressed: dict[str, str] = field(default_factory=dict)  # model -> why its retrain was not asked for
     rejected: list[tuple[int, str]] = field(default_factory=list)
-
-
-def parse(payload: Any) -> Event:
-    """Validate one raw event (dict, JSON text or UTF-8 bytes). Whatever the input, the only error is
-    InvalidEvent, whose message names the field and the problem (services/validation.py)."""
-    doc = validation.decode(payload)
-    kind = doc.get("type")
-    if not isinstance(kind, str) or kind not in _REQUIRED:
-        got = "missing" if "type" not in doc else f"got {validation.show(kind)}"
-        raise InvalidEvent(f"type: expected 'purchase', 'outcome', 'prediction' or 'feedback', {got}")
-    required = _REQUIRED[kind]
-    known = required + _OPTIONAL.get(kind, ()) + _COMMON
-    for name in doc:
-        if name not in known:
-            raise InvalidEvent(f"{validation.show(name)}: unknown field (an event of type {kind} has "
-                               f"{', '.join(known)})")
-    for name in required:
-        if name not in doc:
-            raise InvalidEvent(f"{name}: missing (an event of type {kind} needs {', '.join(required)})")
-    event_id = doc.get("event_id")
-    if event_id is not None:
-        event_id = validation.text(event_id, "event_id", validation.MAX_ID_CHARS)
-    occurred_at = doc.get("occurred_at")
-    if occurred_at is not None:
-        occurred_at = validation.moment(occurred_at, "occurred_at")
-    if kind == "prediction":
-        return _prediction(doc, event_id, occurred_at)
-    if kind == "feedback":
-        return _feedback(doc, event_id, occurred_at)
-    value = validation.number(doc["value"], "value")
-    if kind == "outcome":
-        prediction_id = validation.text(doc["prediction_id"], "prediction_id", validation.MAX_ID_CHARS)
-        return OutcomeEvent(prediction_id, value, event_id, occurred_at,
-                            targets=predictions.check_targets(doc.get("targets")))
-    model = validation.text(doc["model"], "model", validation.MAX_MODEL_CHARS)
-    return PurchaseEvent(model, validation.features(doc["features"]), value, event_id, occurred_at)
-
-
-def _feedback(doc: dict[Any, Any], event_id: str | None, occurred_at: datetime | None) -> FeedbackEvent:
-    counts = {}
-    for name in ("accepted", "rejected"):
-        value = validation.number(doc[name], name, keep_int=True)
-        if not isinstance(value, int) or not 0 <= value <= MAX_FEEDBACK_COUNT:
-            raise InvalidEvent(f"{name}: expected a whole number from 0 to {MAX_FEEDBACK_COUNT:,}, got {validation.show(doc[name])}")
-        counts[name] = value
-    if not counts["accepted"] + counts["rejected"]:
-        raise InvalidEvent("accepted, rejected: both 0; a feedback event counts at least one accept or reject")
-    return FeedbackEvent(validation.text(doc["model"], "model", validation.MAX_MODEL_CHARS),
-                         validation.text(doc["cycle_id"], "cycle_id", validation.MAX_ID_CHARS),
-                         counts["accepted"], counts["rejected"], event_id, occurred_at)
-
-
-def _prediction(doc: dict[Any, Any], event_id: str | None, occurred_at: datetime | None) -> PredictionEvent:
-    """The fields predictions.log_prediction checks, checked here already so that a bad prediction is
-    refused before it is sent; whether `predicted` is a class is known only from the model (store)."""
-    def optional_text(name: str, max_chars: int) -> str | None:
-        return None if doc.get(name) is None else validation.text(doc[name], name, max_chars)
-
-    confidence = doc.get("confidence")
-    return PredictionEvent(
-        model=validation.text(doc["model"], "model", validation.MAX_MODEL_CHARS),
-        features=validation.features(doc["features"]),
-        predicted=float(validation.number(doc["predicted"], "predicted")),
-        prediction_id=optional_text("prediction_id", validation.MAX_ID_CHARS),
-        version_id=optional_text("version_id", 120),
-        confidence=None if confidence is None else float(validation.number(confidence, "confidence")),
-        proba=predictions.check_proba(doc.get("proba")),
-        segments=predictions.check_segments(doc.get("segments")),
-        targets=predictions.check_targets(doc.get("targets")),
-        event_id=event_id,
-        occurred_at=occurred_at,
-    )
-
-
-def document(payload: Any) -> str:
-    """The event as the compact JSON text the per-event path sends, with an event_id so that a
-    re-delivery is a no-op. Validated first: InvalidEvent, and nothing to send, when it is bad."""
-    doc = validation.decode(payload)
-    if doc.get("event_id") is None:
-        doc = {**doc, "event_id": uuid.uuid4().hex}
-    parse(doc)
-    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False, default=_iso)
-
-
-def _iso(value: Any) -> str:
-    if isinstance(value, datetime):  # a Python producer's occurred_at
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-# PostgreSQL: the whole batch travels as ONE json parameter, unpacked by the server in one
-# INSERT ... SELECT. A VALUES list needs 7 placeholders a row: SQLAlchemy splits it into statements of
-# 1,000 rows, each ~100 kB of SQL that psycopg re-parses (too long for its statement cache) with
-# per-row parameter processing on top; 3-4x slower for a 5,000-event chunk. Same rows, same order
-# (the first of two events with one event_id wins), same RETURNING.
-_PG_INSERT = sa.text(
-    f"INSERT INTO {Observation.__tablename__} (model, event_id, features, label, event_time, source, created_at) "
-    "SELECT r.model, r.event_id, r.features, r.label, r.event_time, r.source, r.created_at "
-    "FROM json_to_recordset(CAST(:rows AS json)) AS r(model varchar, event_id varchar, features jsonb, "
-    "label float8, event_time timestamptz, source varchar, created_at timestamptz) "
-    "ON CONFLICT (event_id) DO NOTHING RETURNING model"
-)
-
-
-def _pg_document(rows: list[dict[str, Any]]) -> str:
-    # json.dumps writes floats in their shortest round-trip form, so float8 reads back the same value;
-    # an aware datetime keeps its offset (timestamptz converts), a naive one is UTC.
-    return json.dumps([r | {"event_time": _stamp(r["event_time"]), "created_at": _stamp(r["created_at"])} for r in rows])
-
-
-def _stamp(moment: datetime) -> str:
-    return moment.isoformat() if moment.tzinfo is not None else clock.as_utc(moment).isoformat()
-
-
-def _insert_ignoring_duplicates(session: Session, rows: list[dict[str, Any]]) -> list[str]:
-    """One multi-row INSERT; a re-sent event (same event_id) is skipped, not an error.
-    Returns the model of each row really inserted."""
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return list(session.scalars(_PG_INSERT, {"rows": _pg_document(rows)}))
-    insert = {"postgresql": postgresql.insert, "sqlite": sqlite.insert}.get(dialect)
-    if insert is None:
-        session.execute(sa.insert(Observation), rows)
-        return [r["model"] for r in rows]
-    stmt = insert(Observation).on_conflict_do_nothing(index_elements=["event_id"]).returning(Observation.model)
-    return list(session.scalars(stmt, rows))
 
 
 def store(session: Session, settings: Settings, events: list[PurchaseEvent | OutcomeEvent], source: str = "event",
@@ -255,7 +80,7 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
          "event_time": e.occurred_at or now, "source": source, "created_at": now}
         for e in purchases
     ]
-    inserted, failed = _insert_rows(session, rows)
+    inserted, failed = insert_rows(session, rows)
     result.stored += len(inserted)
     result.duplicates += len(rows) - len(inserted) - len(failed)
     result.rejected += [(positions[row], reason) for row, reason in failed]
@@ -275,7 +100,7 @@ def store(session: Session, settings: Settings, events: list[PurchaseEvent | Out
             except DATA_ERRORS as exc:
                 if isinstance(exc, TRANSIENT_ERRORS):
                     raise
-                result.rejected.append((i, _refused(exc)))
+                result.rejected.append((i, refusal_reason(exc)))
     rollup.write(session)
     result.rejected.sort()
     per_model: dict[str, int] = {}
@@ -341,7 +166,7 @@ def _store_predictions(session: Session, settings: Settings, events: list[Event]
         except DATA_ERRORS as exc:
             if isinstance(exc, TRANSIENT_ERRORS):
                 raise
-            result.rejected.append((i, _refused(exc)))
+            result.rejected.append((i, refusal_reason(exc)))
 
 
 def _store_feedback(session: Session, settings: Settings, events: list[Event], result: Stored, now: datetime) -> None:
@@ -371,41 +196,10 @@ def _store_feedback(session: Session, settings: Settings, events: list[Event], r
     except DATA_ERRORS as exc:
         if isinstance(exc, TRANSIENT_ERRORS):
             raise
-        result.rejected += [(i, _refused(exc)) for i in positions]
+        result.rejected += [(i, refusal_reason(exc)) for i in positions]
         return
     result.stored += stored
     result.duplicates += len(rows) - stored
-
-
-def _insert_rows(session: Session, rows: list[dict[str, Any]]) -> tuple[list[str], list[tuple[int, str]]]:
-    """The chunk in one INSERT; should the database refuse it (a row validation let through), the
-    chunk again row by row, each in a savepoint, so only the refused rows are lost. Returns the
-    models of the inserted rows and (row index, reason) of the refused ones."""
-    if not rows:
-        return [], []
-    try:
-        with session.begin_nested():
-            return _insert_ignoring_duplicates(session, rows), []
-    except DATA_ERRORS as exc:
-        if isinstance(exc, TRANSIENT_ERRORS):
-            raise
-    inserted: list[str] = []
-    failed: list[tuple[int, str]] = []
-    for i, row in enumerate(rows):
-        try:
-            with session.begin_nested():
-                inserted += _insert_ignoring_duplicates(session, [row])
-        except DATA_ERRORS as exc:
-            if isinstance(exc, TRANSIENT_ERRORS):
-                raise
-            failed.append((i, _refused(exc)))
-    return inserted, failed
-
-
-def _refused(exc: Exception) -> str:
-    cause = getattr(exc, "orig", None) or exc
-    first = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
-    return validation.storable(f"the database refused it: {type(cause).__name__}: {first}"[:300])
 
 
 @dataclass

@@ -120,13 +120,16 @@ def notify_alert(session: Session, event_id: int, webhook_url: SecretStr | None,
 
 
 def trigger_text(session: Session, run: TrainingRun) -> str:
-    """Why the run ran: its trigger, who asked and why, the drift report, whether it fine-tuned."""
+    """Why the run ran: its trigger, who asked and why, the drift report, whether it fine-tuned, the
+    moment its rows start from (services/since_change.py)."""
     text = run.trigger.value + (" (fine-tune)" if run.fine_tune else "")
     request = session.get(RetrainRequest, run.request_id) if run.request_id else None
     if request is not None and run.trigger == Trigger.MANUAL and request.requested_by != Trigger.MANUAL.value:
         text += f" by {request.requested_by}" + (f": {request.reason[:200]}" if request.reason else "")
     if run.drift_report_id is not None:
         text += f" (drift report {run.drift_report_id})"
+    if run.train_since is not None:
+        text += f", trained on the rows since it got worse at {run.train_since:%Y-%m-%d %H:%M} UTC"
     return text
 
 

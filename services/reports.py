@@ -95,6 +95,7 @@ def run_dict(r: TrainingRun) -> dict[str, Any]:
         "request_id": r.request_id,
         "fine_tune": r.fine_tune,
         "drift_report_id": r.drift_report_id,
+        "train_since": r.train_since.isoformat() if r.train_since else None,  # rows from here on (since_change)
         "data_report": r.data_report,
         "decision": r.decision,  # the policy's record: each rule, its threshold, value and verdict (None: older runs)
     }

@@ -13,52 +13,44 @@
 The result has the reference shapes: status is one of retrained, kept, insufficient_data, skipped,
 error, with metrics, old_metrics and improvement; an automatic run without enough new rows ends
 no_new_data before fitting (Training.min_new_rows).
+
+The steps' parts live beside it: services/run_gates.py (the rows to train on, and the endings of a run
+with too few), services/candidate_fit.py (fine-tune and refit), services/candidate_evidence.py (what
+the policy decides from, and the scores as the run and its evaluations record them).
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from retrainer import clock
 from retrainer.config import ModelConfig, Settings, UnknownModel
 from retrainer.db import TRANSIENT_ERRORS
-from retrainer.db.records import (
-    FeatureProfile,
-    ModelEvaluation,
-    ModelVersion,
-    RequestStatus,
-    RunStatus,
-    TrainingRun,
-    Trigger,
-)
+from retrainer.db.records import FeatureProfile, ModelEvaluation, ModelVersion, RequestStatus, RunStatus, Trigger
 from retrainer.models.base import ArtifactError, DataError, Family, Metrics, Prediction, family_class, load_family
 from retrainer.services import (
     artifacts,
     audit,
-    data_checks,
+    candidate_evidence,
+    candidate_fit,
     dataset,
     drift,
-    guards,
     policy,
     registry,
     retrain_requests,
+    run_gates,
     run_lock,
     schema,
-    significance,
     sources,
 )
 
-SAMPLE_ROWS = 20
 log = logging.getLogger(__name__)
 
 
@@ -68,24 +60,6 @@ def _score(estimator: Family, holdout: pd.DataFrame, primary: str | None) -> tup
     predicted = estimator.predict(dataset.features(holdout), time=time)
     metrics = estimator.evaluate(holdout[dataset.LABEL], predicted)
     return Metrics.of(metrics.values, estimator.metric_spec, primary), predicted
-
-
-def _result_metrics(m: Metrics | None, rows: int, trained_at: str | None = None) -> dict[str, Any] | None:
-    if m is None:
-        return None
-    out = {f"test_{k}": v for k, v in m.storable().items()} | {"test_count": rows}
-    return out | ({"trained_at": trained_at} if trained_at else {})
-
-
-def _improvement(cand: Metrics, champ: Metrics | None, pct: float | None, spec: Any) -> dict[str, Any] | None:
-    """Per metric, how much better the candidate is (+ = better, in that metric's own direction)."""
-    if champ is None:
-        return None
-    diff = {
-        f"{k}_improvement": _finite((cand.values[k] - champ.values[k]) * (1 if spec.better_is_higher(k) else -1))
-        for k in cand.values if k in champ.values
-    }
-    return diff | {"percentage": None if pct is None else _finite(pct), "primary": cand.primary}
 
 
 def retrain(
@@ -110,7 +84,7 @@ def retrain(
     try:
         with run_lock.Heartbeat(session.get_bind(), run_id, timedelta(seconds=settings.recovery.lease_seconds)) as heartbeat:
             result = _train_and_decide(session, settings, cfg, model, run_id, request_id, written, heartbeat,
-                                       claimed.fine_tune, trigger)
+                                       claimed.fine_tune, trigger, claimed.train_since)
         session.commit()
         return base | result
     except TRANSIENT_ERRORS:
@@ -123,7 +97,7 @@ def retrain(
         message = f"{type(exc).__name__}: {exc}"
         try:
             run_lock.finish(session, run_id, status=RunStatus.FAILED, outcome="error", error_message=message[:2000],
-                            source=_source(cfg))
+                            source=run_gates.run_source(cfg))
             retrain_requests.close(session, request_id, RequestStatus.FAILED, message[:2000])
             audit.record(session, "decision", f"{model}: retrain {run_id} failed: {message[:500]}", model=model,
                          run_id=run_id, outcome="error")
@@ -131,56 +105,6 @@ def retrain(
         except run_lock.LostLock:
             session.rollback()
         return base | {"status": "error", "message": message}
-
-
-def _check_data(session: Session, cfg: ModelConfig, run_id: str, raw: pd.DataFrame, valid: dataset.Validated,
-                train: pd.DataFrame, holdout: pd.DataFrame,
-                production: schema.FeatureSchema | None) -> data_checks.DataReport | None:
-    """The data checks' report, None when they are off. A passing report is on the run at once (its
-    own commit), so a run that fails later, fitting or at the swap, still shows what its data was."""
-    if not cfg.data_checks.enabled:
-        return None
-    family = load_family(cfg.family, cfg.params)  # the instance: a classifier's task is configured
-    report = data_checks.run(raw, valid, train, holdout, production, family.task, cfg.data_checks,
-                             needs_time=family.needs_time)
-    if report.ok:
-        done = session.execute(
-            sa.update(TrainingRun).where(TrainingRun.run_id == run_id, TrainingRun.status == RunStatus.RUNNING)
-            .values(data_report=report.to_json()).execution_options(synchronize_session=False)
-        )
-        if done.rowcount != 1:
-            raise run_lock.LostLock(f"run {run_id} lost its lock (lease expired); its result is discarded")
-        session.commit()
-    return report
-
-
-def _data_check_failed(session: Session, cfg: ModelConfig, model: str, run_id: str, request_id: int | None,
-                       report: data_checks.DataReport, rows: int, unused: dict[str, int]) -> dict[str, Any]:
-    """End a run whose data failed its checks: nothing fitted, nothing promoted, the report on the run.
-    When only the split is too small, more data fixes it: that is insufficient_data, as too few rows are."""
-    problems, data_report = report.summary(), report.to_json()
-    if report.too_few_rows:
-        message = f"too few rows to train and judge a candidate: {problems}"
-        run_lock.finish(session, run_id, status=RunStatus.SKIPPED, outcome="insufficient_data", dataset_size=rows,
-                        error_message=message[:2000], data_report=data_report, source=_source(cfg))
-        retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
-        audit.record(session, "decision", f"{model}: {message}"[:2000], model=model, run_id=run_id,
-                     outcome="insufficient_data")
-        return {"status": "insufficient_data", "count": rows, "message": message, "unused_features": unused,
-                "data_report": data_report}
-    # status "error": the CLI exits 1 and the task ends FAILURE, as for any failed run; `outcome` says which
-    message = f"data checks failed: {problems}"
-    run_lock.finish(session, run_id, status=RunStatus.FAILED, outcome="data_check_failed", dataset_size=rows,
-                    error_message=message[:2000], data_report=data_report, source=_source(cfg))
-    retrain_requests.close(session, request_id, RequestStatus.FAILED, message[:2000])
-    audit.record(session, "decision", f"{model}: retrain {run_id} {message}"[:2000], model=model, run_id=run_id,
-                 outcome="data_check_failed", checks=sorted({p.check for p in report.errors}))
-    return {"status": "error", "outcome": "data_check_failed", "message": message, "data_report": data_report}
-
-
-def _source(cfg: ModelConfig) -> str:
-    """What the run read its rows from, as training_runs.source records it."""
-    return "observations" if cfg.training.source is None else sources.KIND
 
 
 def _remove(paths: list[Path]) -> None:
@@ -191,6 +115,7 @@ def _remove(paths: list[Path]) -> None:
 def _train_and_decide(
     session: Session, settings: Settings, cfg: ModelConfig, model: str, run_id: str, request_id: int | None,
     written: list[Path], heartbeat: run_lock.Heartbeat, fine_tune: bool = False, trigger: Trigger = Trigger.MANUAL,
+    train_since: datetime | None = None,
 ) -> dict[str, Any]:
     # 2 load + validate
     # The rows are read through the schema the model's production version was trained on, unless the
@@ -204,25 +129,18 @@ def _train_and_decide(
         raw = dataset.load(session, model, cfg.training.max_rows, schema.known(cfg.features, production))
     used = schema.resolve(raw, cfg.features, production)
     valid = dataset.validate(raw, used, needs_time=family_class(cfg.family).needs_time)
-    frame = valid.frame
+    frame = valid.frame if train_since is None else \
+        run_gates.rows_since(model, valid.frame, train_since, cfg.training.min_samples)
     note = valid.unused_note()
     log.info("%s: %d rows read, %d kept after validation%s", model, len(raw), len(frame),
              f" ({valid.dropped} dropped: {valid.problems})" if valid.dropped else "")
     if len(frame) < cfg.training.min_samples:
-        message = f"Need at least {cfg.training.min_samples} samples for retraining, got {len(frame)}"
-        if valid.dropped:
-            message += f" ({valid.dropped} invalid rows dropped: {valid.problems})"
-        if note:
-            message += f"; {note}"
-        run_lock.finish(session, run_id, status=RunStatus.SKIPPED, outcome="insufficient_data",
-                        dataset_size=len(frame), error_message=message, source=_source(cfg))
-        retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
-        audit.record(session, "decision", f"{model}: {message}", model=model, run_id=run_id, outcome="insufficient_data")
-        return {"status": "insufficient_data", "count": len(frame), "message": message, "unused_features": valid.unused}
+        return run_gates.insufficient_data(session, cfg, model, run_id, request_id, len(frame), valid, note)
 
     champion = registry.production(session, model)
-    if trigger != Trigger.MANUAL and (stale := _too_little_new_data(session, model, frame, cfg.training.min_new_rows)):
-        return _no_new_data(session, cfg, model, run_id, request_id, len(frame), stale)
+    if trigger != Trigger.MANUAL and \
+            (stale := run_gates.too_little_new_data(session, model, frame, cfg.training.min_new_rows)):
+        return run_gates.no_new_data(session, cfg, model, run_id, request_id, len(frame), stale)
     # No transaction stays open while fitting (on SQLite it would hold the write lock); the
     # champion read here is re-checked by the compare-and-swap at commit.
     session.commit()
@@ -235,15 +153,15 @@ def _train_and_decide(
     except DataError as exc:
         if after is None:
             raise
-        return _no_new_data(session, cfg, model, run_id, request_id, len(frame),
+        return run_gates.no_new_data(session, cfg, model, run_id, request_id, len(frame),
                             f"{exc}: nothing to judge a candidate on")
-    report = _check_data(session, cfg, run_id, raw, valid, train, holdout_frame, production)
+    report = run_gates.check_data(session, cfg, run_id, raw, valid, train, holdout_frame, production)
     if report is not None and not report.ok:  # nothing is fitted: the run fails (or lacks data) with its report
-        return _data_check_failed(session, cfg, model, run_id, request_id, report, len(frame), valid.unused)
+        return run_gates.data_check_failed(session, cfg, model, run_id, request_id, report, len(frame), valid.unused)
     log.info("%s: split %d training rows, %d holdout rows (%s .. %s)%s", model, len(train), holdout.rows,
              holdout.start, holdout.end, f", after {champion.version_id}'s training rows" if after else "")
     estimator = load_family(cfg.family, cfg.params)
-    parent, tuned_note = _parent(estimator, champion, fine_tune)
+    parent, tuned_note = candidate_fit.fine_tune_parent(estimator, champion, fine_tune)
     t0 = time.perf_counter()
     estimator.fit(dataset.features(train), train[dataset.LABEL],
                   time=train[dataset.TIME] if estimator.needs_time else None, parent=parent)
@@ -260,8 +178,8 @@ def _train_and_decide(
             problem = str(exc)
 
     # 6 decide, on evidence measured on these rows only
-    evidence = _evidence(estimator, cfg, train, holdout_frame, holdout.rows, cand_metrics, cand_pred, champion,
-                         champ_metrics, champ_pred, problem)
+    evidence = candidate_evidence.evidence(estimator, cfg, train, holdout_frame, holdout.rows, cand_metrics, cand_pred,
+                                            champion, champ_metrics, champ_pred, problem)
     decision = policy.decide(evidence, cfg.promotion)
     paired = evidence.test or evidence.baseline_test
     log.info("%s: candidate %s %.6g, production %s%s", model, cand_metrics.primary, cand_metrics.score,
@@ -282,7 +200,7 @@ def _train_and_decide(
         raise run_lock.LostLock(f"run {run_id} lost its lock while fitting; its result is discarded")
     deployed, refit_seconds = estimator, 0.0
     if decision.promote and cfg.promotion.deploy == "refit":  # the judged configuration, refit on every row
-        deployed, refit_seconds = _refit(cfg, frame, parent)
+        deployed, refit_seconds = candidate_fit.refit_on_every_row(cfg, frame, parent)
     path, checksum = artifacts.write(deployed, Path(settings.artifact_dir) / model, run_id)
     written.append(path)
     fitted = frame if deployed is not estimator else train
@@ -307,15 +225,16 @@ def _train_and_decide(
                         holdout_hash=holdout.hash, primary_metric=cand_metrics.primary)
     session.add(ModelEvaluation(
         version_id=version_id, run_id=run_id, role="candidate", metrics=cand_metrics.storable(),
-        overall_score=_finite(cand_metrics.score), champion_score=_finite(champ_metrics.score) if champ_metrics else None,
-        predictions_sample=_sample(holdout_frame, cand_pred), **holdout_cols,
+        overall_score=candidate_evidence.finite(cand_metrics.score),
+        champion_score=candidate_evidence.finite(champ_metrics.score) if champ_metrics else None,
+        predictions_sample=candidate_evidence.holdout_sample(holdout_frame, cand_pred), **holdout_cols,
         test=None if paired is None else paired.to_json() | {"reference": "champion" if evidence.test else "baseline"},
     ))
     if champion is not None and champ_metrics is not None:
         session.add(ModelEvaluation(
             version_id=champion.version_id, run_id=run_id, role="champion", metrics=champ_metrics.storable(),
-            overall_score=_finite(champ_metrics.score), champion_score=None,
-            predictions_sample=_sample(holdout_frame, champ_pred), **holdout_cols,
+            overall_score=candidate_evidence.finite(champ_metrics.score), champion_score=None,
+            predictions_sample=candidate_evidence.holdout_sample(holdout_frame, champ_pred), **holdout_cols,
         ))
     if decision.promote:
         registry.swap_production(session, model, version_id, champion.version_id if champion else None,
@@ -328,8 +247,10 @@ def _train_and_decide(
         dataset_size=len(frame), train_size=len(train), holdout_size=holdout.rows,
         metrics=cand_metrics.storable(), old_metrics=champ_metrics.storable() if champ_metrics else None,
         promoted_to_production=decision.promote,
-        improvement_percentage=None if decision.improvement_pct is None else _finite(decision.improvement_pct),
-        promotion_reason=reason, source=_source(cfg), fine_tune=parent is not None, decision=decision.record(),
+        improvement_percentage=(None if decision.improvement_pct is None
+                                else candidate_evidence.finite(decision.improvement_pct)),
+        promotion_reason=reason, source=run_gates.run_source(cfg), fine_tune=parent is not None,
+        decision=decision.record(),
     )
     retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
     audit.record(
@@ -349,9 +270,10 @@ def _train_and_decide(
         "feature_problems": valid.problems,
         "unused_features": valid.unused,
         "data_report": report.to_json() if report else None,
-        "metrics": _result_metrics(cand_metrics, holdout.rows, now.isoformat()),
-        "old_metrics": _result_metrics(champ_metrics, holdout.rows),
-        "improvement": _improvement(cand_metrics, champ_metrics, decision.improvement_pct, estimator.metric_spec),
+        "metrics": candidate_evidence.result_metrics(cand_metrics, holdout.rows, now.isoformat()),
+        "old_metrics": candidate_evidence.result_metrics(champ_metrics, holdout.rows),
+        "improvement": candidate_evidence.improvement(cand_metrics, champ_metrics, decision.improvement_pct,
+                                                      estimator.metric_spec),
         "promoted": decision.promote,
         "refit": deployed is not estimator,
         "test": None if paired is None else paired.to_json(),
@@ -361,112 +283,3 @@ def _train_and_decide(
         "retrained_at": now.isoformat(),
     }
     return result
-
-
-def _evidence(estimator: Family, cfg: ModelConfig, train: pd.DataFrame, holdout: pd.DataFrame, rows: int,
-              cand: Metrics, cand_pred: Prediction, champion: ModelVersion | None, champ: Metrics | None,
-              champ_pred: Prediction | None, problem: str | None) -> policy.Evidence:
-    """Everything the policy decides from: the paired test against the champion (or against a constant
-    when there is none to judge against), the guard metrics, and when production last changed."""
-    sig, y = cfg.promotion.significance, holdout[dataset.LABEL]
-    test = baseline_test = None
-    guard_results: tuple[policy.Guard, ...] = ()
-    usable = champ is not None and champ_pred is not None and cand.primary not in champ.not_finite
-    if usable and sig.test == "bootstrap":
-        test = significance.paired_bootstrap(estimator, y, cand_pred, champ_pred, cand.primary,
-                                             resamples=sig.resamples, confidence=sig.confidence, seed=sig.seed)
-    if usable:
-        guard_results = guards.measure(estimator, holdout, dataset.LABEL, cand_pred, champ_pred, cfg.promotion.guards,
-                                       cfg.accuracy.segments, cfg.promotion.guard_min_rows)
-    elif cfg.promotion.baseline:
-        constant = significance.naive_baseline(estimator, train[dataset.LABEL], len(holdout))
-        baseline_test = significance.paired_bootstrap(estimator, y, cand_pred, constant, cand.primary,
-                                                      resamples=sig.resamples, confidence=sig.confidence, seed=sig.seed)
-    return policy.Evidence(
-        candidate=cand, holdout_rows=rows, champion=champ, champion_id=champion.version_id if champion else None,
-        champion_problem=problem, test=test, baseline_test=baseline_test, guards=guard_results,
-        last_change=clock.as_utc(champion.promoted_at) if champion and champion.promoted_at else None, now=clock.now())
-
-
-def _refit(cfg: ModelConfig, frame: pd.DataFrame, parent: Family | None) -> tuple[Family, float]:
-    """The same configuration fitted on every row, the holdout included (promotion.deploy: refit)."""
-    refit = load_family(cfg.family, cfg.params)
-    t0 = time.perf_counter()
-    refit.fit(dataset.features(frame), frame[dataset.LABEL],
-              time=frame[dataset.TIME] if refit.needs_time else None, parent=parent)
-    return refit, time.perf_counter() - t0
-
-
-def _too_little_new_data(session: Session, model: str, frame: pd.DataFrame, least: int) -> str:
-    """Why an automatic run should not retrain ('' when it should): fewer than `least` rows newer than
-    the data the model's last completed run saw (its holdout's end)."""
-    if least <= 0:
-        return ""
-    seen = session.scalar(
-        sa.select(sa.func.max(ModelEvaluation.holdout_end))
-        .join(TrainingRun, TrainingRun.run_id == ModelEvaluation.run_id)
-        .where(TrainingRun.model == model, ModelEvaluation.role == "candidate")
-    )
-    if seen is None:
-        return ""
-    times = frame[dataset.TIME]
-    cutoff = pd.Timestamp(clock.as_utc(seen))
-    if times.dt.tz is None:
-        cutoff = cutoff.tz_localize(None)
-    new = int((times > cutoff).sum())
-    if new >= least:
-        return ""
-    return (f"{new} labelled rows newer than the last run's data (up to {cutoff:%Y-%m-%d %H:%M}); an automatic "
-            f"retrain needs >= {least} (training.min_new_rows)")
-
-
-def _no_new_data(session: Session, cfg: ModelConfig, model: str, run_id: str, request_id: int | None, rows: int,
-                 message: str) -> dict[str, Any]:
-    """End a run that has nothing new to learn from or to judge on: nothing fitted, nothing promoted."""
-    run_lock.finish(session, run_id, status=RunStatus.SKIPPED, outcome="no_new_data", dataset_size=rows,
-                    error_message=message[:2000], source=_source(cfg))
-    retrain_requests.close(session, request_id, RequestStatus.COMPLETED)
-    audit.record(session, "decision", f"{model}: {message}"[:2000], model=model, run_id=run_id, outcome="no_new_data")
-    return {"status": "no_new_data", "count": rows, "message": message}
-
-
-def _parent(estimator: Family, champion: ModelVersion | None, fine_tune: bool) -> tuple[Family | None, str | None]:
-    """The production estimator a fine-tune continues from, or None (a full retrain) and why not."""
-    if not fine_tune:
-        return None, None
-    if not estimator.can_fine_tune:
-        return None, f"family {estimator.algorithm!r} cannot fine-tune: retrained from scratch"
-    if champion is None:
-        return None, "no production version to fine-tune: trained from scratch"
-    try:
-        return registry.load_estimator(champion), f"fine-tuned from {champion.version_id}"
-    except ArtifactError as exc:
-        return None, f"production artifact unusable ({exc}): retrained from scratch"
-
-
-def _finite(value: Any) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def _sample(holdout: pd.DataFrame, predicted: Prediction) -> dict[str, Any]:
-    n = min(SAMPLE_ROWS, len(holdout))
-    head = predicted.take(n)
-    rows = []
-    for i, (row_id, actual) in enumerate(zip(holdout["row_id"][:n], holdout[dataset.LABEL][:n], strict=True)):
-        row = {"row_id": int(row_id), "actual": _plain(actual), "predicted": _plain(head.value[i])}
-        if head.proba is not None:
-            row["proba"] = {str(c): _finite(p) for c, p in zip(head.classes or (), head.proba[i], strict=True)}
-        if head.lower is not None and head.upper is not None:
-            row["interval"] = [_finite(head.lower[i]), _finite(head.upper[i])]
-        rows.append(row)
-    return {"rows": rows}
-
-
-def _plain(value: Any) -> Any:
-    """A number or a class label as JSON holds it."""
-    if isinstance(value, (np.integer, int)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, (np.floating, float)):
-        return _finite(value)
-    return str(value) if not isinstance(value, (str, bool)) else value

@@ -14,7 +14,7 @@ does not loop.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,11 +41,12 @@ class Enqueue:
 
 def coalesce(session: Session, settings: Settings, model: str, count: int = 1, trigger: Trigger = Trigger.EVENT,
              requested_by: str = "events", window: float | None = None, *, fine_tune: bool = False,
-             drift_report_id: int | None = None) -> Enqueue | Suppressed | None:
+             drift_report_id: int | None = None, train_since: datetime | None = None) -> Enqueue | Suppressed | None:
     """Join the model's pending request, or open one; returns what to enqueue, or None when the
     pending request's own message will do. `window` defaults to the model's debounce window
     (events); a check or a person passes 0 (run now), which also pulls a waiting request forward.
-    A fine-tune is asked for only while every trigger that joined wants one (a full retrain covers it).
+    A fine-tune is asked for only while every trigger that joined wants one (a full retrain covers it);
+    a window from `train_since` only while every trigger that joined names one (the latest wins).
     A paused model or a spent budget returns Suppressed, recorded with its reason (services/controls.py)."""
     cfg = settings.model(model)
     if (why := controls.suppression(session, model, trigger, cfg.budget)) is not None:
@@ -53,10 +54,11 @@ def coalesce(session: Session, settings: Settings, model: str, count: int = 1, t
     window = cfg.debounce_seconds if window is None else window
     request, created = _open(session, model, count, trigger, requested_by, window)
     if created:
-        request.fine_tune, request.drift_report_id = fine_tune, drift_report_id
+        request.fine_tune, request.drift_report_id, request.train_since = fine_tune, drift_report_id, train_since
     else:
         request.fine_tune = request.fine_tune and fine_tune
         request.drift_report_id = request.drift_report_id or drift_report_id
+        request.train_since = max(request.train_since, train_since) if request.train_since and train_since else None
     if created:
         return Enqueue(model, request.id, window)
     due = clock.now() + timedelta(seconds=window)
@@ -64,6 +66,16 @@ def coalesce(session: Session, settings: Settings, model: str, count: int = 1, t
         request.not_before = due
         return Enqueue(model, request.id, window)
     return None
+
+
+def for_check(session: Session, settings: Settings, model: str, trigger: Trigger, requested_by: str,
+              result: dict[str, Any]) -> Enqueue | Suppressed | None:
+    """A check's retrain_needed as the model's request, to run now with what the check found: a
+    fine-tune, the drift report that asked, the moment to train from (`train_since`, ISO text)."""
+    since = result.get("train_since")
+    return coalesce(session, settings, model, trigger=trigger, requested_by=requested_by, window=0,
+                    fine_tune=result.get("fine_tune", False), drift_report_id=result.get("drift_report_id"),
+                    train_since=datetime.fromisoformat(since) if since else None)
 
 
 def open_now(session: Session, model: str, trigger: Trigger, requested_by: str) -> RetrainRequest:

@@ -13,7 +13,7 @@ import logging
 import secrets
 import threading
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -40,6 +40,7 @@ class Claim:
     request_id: int | None
     skipped: dict[str, Any] | None = None
     fine_tune: bool = False  # the request asks to continue from the production version
+    train_since: datetime | None = None  # the request asks to train on rows from then on
 
 
 def new_run_id() -> str:
@@ -81,7 +82,7 @@ def claim(session: Session, model: str, trigger: Trigger, request_id: int | None
             session.add(TrainingRun(
                 run_id=run_id, model=model, trigger=trigger, status=RunStatus.RUNNING, started_at=now,
                 lease_expires_at=now + timedelta(seconds=recovery.lease_seconds), celery_task_id=task_id, request_id=request.id, attempt=attempt,
-                fine_tune=request.fine_tune, drift_report_id=request.drift_report_id,
+                fine_tune=request.fine_tune, drift_report_id=request.drift_report_id, train_since=request.train_since,
             ))
     except IntegrityError:  # another request's run holds the model: ours stays pending for its follow-up
         holder_id = session.scalar(
@@ -98,7 +99,7 @@ def claim(session: Session, model: str, trigger: Trigger, request_id: int | None
     audit.record(session, "trigger", f"{model}: retrain started ({trigger.value})", model=model, run_id=run_id,
                  trigger=trigger.value, request_id=request.id)
     session.commit()
-    return Claim(run_id, request.id, fine_tune=request.fine_tune)
+    return Claim(run_id, request.id, fine_tune=request.fine_tune, train_since=request.train_since)
 
 
 def _own_earlier_attempt(holder: TrainingRun | None, task_id: str | None, attempt: int) -> bool:

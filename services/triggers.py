@@ -27,9 +27,9 @@ def live_kind(family: str) -> PredictionKind:
 
 
 def _accuracy(session: Session, model: str, cfg: ModelConfig) -> dict[str, Any]:
-    from retrainer.services import accuracy
+    from retrainer.services import accuracy, since_change
 
-    return accuracy.check(session, model, cfg.accuracy, cfg.family)
+    return accuracy.check(session, model, cfg.accuracy, cfg.family, since_change.rows_needed(cfg))
 
 
 def _accept_rate(session: Session, model: str, cfg: ModelConfig) -> dict[str, Any]:

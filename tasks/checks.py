@@ -6,9 +6,11 @@ import logging
 from typing import Any
 
 import redis
+from celery import Celery
 from kombu.exceptions import OperationalError as BrokerError
 
-from retrainer.config import get_settings
+from retrainer.config import Settings, get_settings
+from retrainer.db import session_scope
 from retrainer.db.records import Trigger
 from retrainer.services import blocks, reconcile, retrain_requests, triggers
 from retrainer.services.controls import Suppressed
@@ -46,24 +48,28 @@ check_probation = _check_task("probation", "A newly promoted version on its live
 
 
 def _check(task: RetrainerTask, model: str, name: str, requested_by: str) -> dict[str, Any]:
-    """Run a check; when it says retrain_needed, open (or pull forward) the model's request and enqueue it."""
-    settings = get_settings()
+    result = check_and_ask(model, name, requested_by, get_settings())
+    log.info("%s %s: %s", requested_by, model, result["message"])
+    return result
+
+
+def check_and_ask(model: str, name: str, requested_by: str, settings: Settings,
+                  via: Celery | None = None) -> dict[str, Any]:
+    """Run a check; when it says retrain_needed, open (or pull forward) the model's request and enqueue it.
+    Beat's check tasks and POST /api/ml/check-retrain (in the API's process, on its broker `via`)."""
     check = triggers.CHECKS[name]
     job = None
-    with task.session() as session:
+    with session_scope(settings.database_url) as session:
         result = check.decide(session, model, settings.model(model))
         if result["status"] == "retrain_needed" and check.trigger is not None:
-            job = retrain_requests.coalesce(session, settings, model, trigger=check.trigger, requested_by=requested_by,
-                                            window=0, fine_tune=result.get("fine_tune", False),
-                                            drift_report_id=result.get("drift_report_id"))
+            job = retrain_requests.for_check(session, settings, model, check.trigger, requested_by, result)
     if isinstance(job, Suppressed):  # recorded with its reason; the check's own result says so too
         result["suppressed"], job = job.reason, None
     if job is not None and check.trigger is not None:  # enqueue only after the request row committed
-        send_jobs([job], trigger=check.trigger.value, settings=settings)
+        send_jobs([job], trigger=check.trigger.value, settings=settings, via=via)
     if result.get("alert_event_id") is not None:
-        app.send_task("notifications.notify_alert", args=[result["alert_event_id"]], queue="notifications")
+        (via or app).send_task("notifications.notify_alert", args=[result["alert_event_id"]], queue="notifications")
     result["retrain_enqueued"] = job is not None
-    log.info("%s %s: %s", requested_by, model, result["message"])
     return result
 
 

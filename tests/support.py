@@ -37,9 +37,10 @@ def model_config(**overrides: Any) -> dict[str, Any]:
         "family": family,
         "params": dict(SMALL_XGBOOST) if family in ("ctr", "regressor", "classifier") else {},
         "training": {"min_samples": 50, "time_limit_seconds": 120, "min_new_rows": 0},
-        # small data: holdouts of tens of rows may decide, and a second promotion need not wait
-        # (tests of these rules set them: tests/services/test_promotion_rules.py)
-        "promotion": {"min_holdout_rows": 10, "cooldown_hours": 0},
+        # small data: holdouts of tens of rows may decide, and a second promotion need not wait; the
+        # judged artifact is deployed, so a second run on the same rows has a holdout to judge on (the
+        # default refit trains on every row). Tests of these rules set them: test_promotion_rules.py
+        "promotion": {"min_holdout_rows": 10, "cooldown_hours": 0, "deploy": "evaluated"},
         "debounce_seconds": 1,
         "schedules": {"check": None, "retrain": None, "monitor": None, "errors": None, "new_data": None, "drift": None,
                       "probation": None},

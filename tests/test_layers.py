@@ -24,7 +24,7 @@ LAYERS = [
     {"retrainer.models"},
     {"retrainer.services"},
     {"retrainer.tasks"},
-    {"retrainer.cli", "retrainer.demo", "retrainer.replay"},
+    {"retrainer.cli", "retrainer.demo", "retrainer.replay", "retrainer.api"},
 ]
 NO_CELERY = {"retrainer.models", "retrainer.services"}  # logic a test or a script calls without a broker
 

@@ -68,7 +68,7 @@ class Promotion(Strict):
     cooldown_hours: float = Field(6.0, ge=0)  # no automatic promotion within this time after the last one
     # What goes to production: "evaluated" deploys the artifact that was judged; "refit" refits the same
     # configuration on every row (holdout included) after the decision, recorded on the version.
-    deploy: Literal["evaluated", "refit"] = "evaluated"
+    deploy: Literal["evaluated", "refit"] = "refit"
     # An absolute quality floor every candidate must clear, the first model too: "max_<metric>" or
     # "min_<metric>" -> limit, e.g. {max_mae: 0.02} or {min_roc_auc: 0.7} (metrics of the family).
     floor: dict[str, float] = Field(default_factory=dict)

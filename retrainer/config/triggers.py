@@ -73,6 +73,10 @@ class AccuracyCheck(Strict):
     # holdout figure by more than this percentage (e.g. 50: MAE 1.5x its holdout MAE). With `threshold`
     # set too, either breach starts a retrain.
     relative_pct: float | None = Field(None, gt=0)
+    # On a breach, find when the production version got worse (a CUSUM test on its live record) and
+    # retrain on the rows from then on, once there are enough to judge a candidate
+    # (services/since_change.py); without a significant change, an ordinary retrain.
+    train_after_change: bool = True
 
     @model_validator(mode="after")
     def _old_key(self) -> AccuracyCheck:

@@ -304,6 +304,7 @@ class RetrainRequest(Base):
     error_message: Mapped[str | None] = mapped_column(sa.Text)  # why it failed or was closed
     fine_tune: Mapped[bool] = mapped_column(default=False)  # continue from production (errors trigger)
     drift_report_id: Mapped[int | None] = mapped_column(BigId, sa.ForeignKey("drift_reports.id"))  # the drift that asked
+    train_since: Mapped[datetime | None]  # train on rows from here on: when production got worse (accuracy check)
 
 
 class TrainingRun(Base):
@@ -347,6 +348,7 @@ class TrainingRun(Base):
     request_id: Mapped[int | None] = mapped_column(sa.ForeignKey("retrain_requests.id"))
     notified_at: Mapped[datetime | None]  # when its decision went to the notifications queue (else re-sent)
     drift_report_id: Mapped[int | None] = mapped_column(BigId, sa.ForeignKey("drift_reports.id"))  # the drift that asked
+    train_since: Mapped[datetime | None]  # its rows start here (the request's train_since), else the newest max_rows
     data_report: Mapped[dict[str, Any] | None] = mapped_column(JSONType)  # data checks before fitting
     # The decision record (services/policy.py): each rule with its threshold, value and pass/fail
     decision: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

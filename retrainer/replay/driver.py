@@ -299,10 +299,9 @@ def _round(loop: _Loop, at: datetime, keys: list[str]) -> None:
         with session_scope(loop.settings.database_url) as s:
             result = check.decide(s, loop.model, loop.cfg) if check else {"status": "scheduled"}
             if result["status"] in ("retrain_needed", "scheduled") and trigger is not None:
-                job = retrain_requests.coalesce(
-                    s, loop.settings, loop.model, trigger=trigger, window=0,
-                    requested_by=TASKS.get(name, f"checks.{name}").split(".")[1] if name else "beat",
-                    fine_tune=result.get("fine_tune", False), drift_report_id=result.get("drift_report_id"))
+                job = retrain_requests.for_check(
+                    s, loop.settings, loop.model, trigger,
+                    TASKS.get(name, f"checks.{name}").split(".")[1] if name else "beat", result)
         if name == "accuracy":
             loop.accuracy.append(_accuracy_entry(at, result))
         suppressed = job is not None and not isinstance(job, Enqueue)  # paused, or the budget spent
@@ -322,7 +321,8 @@ def _accuracy_entry(at: datetime, result: dict[str, Any]) -> dict[str, Any]:
     return {"at": at, "status": result["status"], "version_id": result.get("production_version"),
             "value": current.get(metric), "count": current.get("count"), "threshold": result.get("threshold"),
             "holdout_value": (result.get("relative") or {}).get("holdout_value"),
-            "breached": result["status"] == "retrain_needed" or cooled, "cooldown": cooled}
+            "breached": result["status"] in ("retrain_needed", "waiting_for_data") or cooled, "cooldown": cooled,
+            "change": result.get("change")}
 
 
 def _wait_idle(loop: _Loop) -> None:

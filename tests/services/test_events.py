@@ -27,7 +27,7 @@ from retrainer.db.records import (
     Trigger,
 )
 from retrainer.demo import synthetic
-from retrainer.services import events, predictions, retrain_requests, validation
+from retrainer.services import events, observation_inserts, predictions, retrain_requests, validation
 from retrainer.services.errors import InvalidEvent
 from tests.faults.corpus import corpus
 from tests.services.builders import END, START, count, make_version
@@ -404,7 +404,7 @@ def test_a_transient_database_error_is_not_taken_for_bad_data(settings: Settings
     def outage(*_: Any, **__: Any) -> Any:
         raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(events, "_insert_ignoring_duplicates", outage)
+    monkeypatch.setattr(observation_inserts, "_insert_ignoring_duplicates", outage)
     with pytest.raises(sa.exc.OperationalError):
         events.store(session, settings, purchases(5, "outage"))
 
@@ -611,7 +611,7 @@ def test_ingest_lets_a_transient_error_through_to_be_retried(
     def outage(*_: Any, **__: Any) -> Any:
         raise sa.exc.OperationalError("INSERT", {}, Exception("server closed the connection"))
 
-    monkeypatch.setattr(events, "_insert_ignoring_duplicates", outage)
+    monkeypatch.setattr(observation_inserts, "_insert_ignoring_duplicates", outage)
     with pytest.raises(sa.exc.OperationalError):
         events.ingest(session, settings, [json.dumps(purchase())])
 

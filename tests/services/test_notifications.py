@@ -247,7 +247,11 @@ def test_the_trigger_field_says_who_asked_why_and_whether_it_fine_tuned(session:
     session.add_all([
         TrainingRun(run_id="r-manual", model="ctr", trigger=Trigger.MANUAL, status=RunStatus.COMPLETED, request_id=7),
         TrainingRun(run_id="r-errors", model="ctr", trigger=Trigger.ERRORS, status=RunStatus.COMPLETED, fine_tune=True),
+        TrainingRun(run_id="r-since", model="ctr", trigger=Trigger.ACCURACY, status=RunStatus.COMPLETED,
+                    train_since=datetime(2024, 1, 7, 22, 55, tzinfo=UTC)),
     ])
     session.flush()
     assert notifications.trigger_text(session, session.get(TrainingRun, "r-manual")) == "manual by alice: new campaign"
     assert notifications.trigger_text(session, session.get(TrainingRun, "r-errors")) == "errors (fine-tune)"
+    assert notifications.trigger_text(session, session.get(TrainingRun, "r-since")) == (
+        "accuracy, trained on the rows since it got worse at 2024-01-07 22:55 UTC")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from retrainer.config import Settings
+from retrainer.config import ModelConfig, Settings
 from retrainer.db import session_scope
 from retrainer.db.migrate import upgrade
 from retrainer.db.records import ModelEvaluation, ModelVersion, Observation, TrainingRun, Trigger
@@ -132,6 +132,8 @@ def test_no_automatic_promotion_within_the_cooldown(tmp_path: Path, sqlite_db: s
 
 
 def test_refit_deploys_the_winning_configuration_trained_on_every_row(tmp_path: Path, sqlite_db: str) -> None:
+    """The default since replay measured it (benchmarks/README.md (j)); the tests' config pins evaluated."""
+    assert ModelConfig().promotion.deploy == "refit"
     settings = settings_with(tmp_path, sqlite_db, promotion={"deploy": "refit"})
     add(settings, 300)
     result = run(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from datetime import timedelta
 from pathlib import Path
@@ -474,3 +475,34 @@ def test_metrics_that_are_not_finite_are_stored_as_null_with_a_reason(
     evaluations = rows(settings, ModelEvaluation, ModelEvaluation.run_id == result["run_id"])
     assert {e.role: e.overall_score for e in evaluations} == {"candidate": None, "champion": None}
     assert production_id(settings) == "ctr-v1"
+
+
+def _request(settings: Settings, **fields: Any) -> int:
+    with session_scope(settings.database_url) as s:
+        req = RetrainRequest(model="ctr", trigger=Trigger.ACCURACY, requested_by="check_accuracy",
+                             status=RequestStatus.PENDING, **fields)
+        s.add(req)
+        s.flush()
+        return req.id
+
+
+def test_a_request_with_train_since_trains_on_the_rows_from_then_on(settings: Settings,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """The accuracy check placed a change (services/since_change.py): the run reads its window as usual
+    and fits on the rows from that moment on; too few valid rows there and it uses the whole window."""
+    caplog.set_level(logging.INFO)
+    seed_rows(settings, 600)
+    with session_scope(settings.database_url) as s:
+        times = sorted(s.scalars(sa.select(Observation.event_time)))
+    since = times[350]
+    result = run(settings, trigger=Trigger.ACCURACY, request_id=_request(settings, train_since=since))
+    assert result["status"] == "retrained"
+    [r] = rows(settings, TrainingRun)
+    assert r.train_since == since and r.dataset_size == 250 == r.train_size + r.holdout_size
+    assert "training on the 250 rows since" in caplog.text
+
+    too_late = times[-20]  # 20 rows: fewer than training.min_samples, so the newest max_rows instead
+    result = run(settings, trigger=Trigger.MANUAL, request_id=_request(settings, train_since=too_late))
+    latest = rows(settings, TrainingRun, TrainingRun.run_id == result["run_id"])[0]
+    assert latest.dataset_size == 600 and latest.train_since == too_late
+    assert "only 20 valid rows since" in caplog.text

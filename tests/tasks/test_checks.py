@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from retrainer.db import session_scope
-from retrainer.db.records import RequestStatus, RetrainRequest, RunStatus, TrainingRun, Trigger
+from retrainer.db.records import Observation, RequestStatus, RetrainRequest, RunStatus, TrainingRun, Trigger
 from retrainer.demo import synthetic
 from retrainer.services import predictions
 from retrainer.tasks.enqueue import send_retrain
@@ -19,19 +19,22 @@ from tests.tasks.helpers import count, rows, seed_observations
 pytestmark = [pytest.mark.worker, pytest.mark.redis, pytest.mark.postgres]
 
 
-def log_outcomes(url: str, model: str, version_id: str, n: int, offset: float, seed: int) -> None:
-    """`n` served predictions over the last few days whose real outcome is `offset` above the prediction."""
+def log_outcomes(url: str, model: str, version_id: str, n: int, offset: float, seed: int,
+                 days_ago: tuple[float, float] = (3, 0.0035)) -> list[datetime]:
+    """`n` served predictions between `days_ago` (default: the last 3 days) whose real outcome is
+    `offset` above the prediction; their times."""
     now = datetime.now(UTC)
-    generated = synthetic.generate(n, now - timedelta(days=3), now - timedelta(minutes=5), seed=seed)
+    generated = synthetic.generate(n, now - timedelta(days=days_ago[0]), now - timedelta(days=days_ago[1]), seed=seed)
     with session_scope(url) as session:
         for i, row in enumerate(generated):
             predicted = round(row.label, 5)
             record = predictions.log_prediction(
                 session, model, row.features, predicted, version_id=version_id,
-                prediction_id=f"{model}-p{i}", at=row.event_time, segments={"hook_type": row.hook_type},
+                prediction_id=f"{model}-{seed}-p{i}", at=row.event_time, segments={"hook_type": row.hook_type},
             )
             session.flush()
             predictions.record_outcome(session, record.prediction_id, predicted + offset, at=row.event_time)
+    return [row.event_time for row in generated]
 
 
 def test_check_accuracy_enqueues_a_retrain_only_when_live_accuracy_degrades(
@@ -85,6 +88,34 @@ def test_check_accuracy_enqueues_a_retrain_only_when_live_accuracy_degrades(
     assert count(pg_url, RetrainRequest, RetrainRequest.model == "ctr_ok") == 1
     assert count(pg_url, TrainingRun, TrainingRun.model == "ctr_ok") == 1  # only the first retrain
     assert count(pg_url, TrainingRun, TrainingRun.trigger == Trigger.ACCURACY) == 1
+
+
+def test_a_breach_after_a_change_retrains_on_the_rows_since_the_change(
+    tmp_path: Path, pg_url: str, redis_url: str, start_worker, make_celery
+) -> None:
+    """services/since_change.py on a real worker: the check places the change on ctr-v1's live record and
+    the retrain it enqueues fits on the rows from then on, recorded as train_since on request and run."""
+    cfg = model_config(accuracy={"cooldown_hours": 0, "mae_threshold": 0.02, "min_samples": 50})
+    settings = make_settings(tmp_path, pg_url, broker_url=redis_url, models={"ctr": cfg})
+    seed_observations(pg_url, 600, model="ctr", seed=1)
+    app = make_celery(settings)
+    start_worker(settings, concurrency=2)
+    assert send_retrain("ctr", settings=settings, via=app).get(timeout=120)["status"] == "retrained"
+    good = log_outcomes(pg_url, "ctr", "ctr-v1", 300, offset=0.001, seed=21, days_ago=(3, 2))
+    bad = log_outcomes(pg_url, "ctr", "ctr-v1", 200, offset=0.06, seed=22, days_ago=(1, 0.01))  # MAE 0.025 overall
+
+    result = app.send_task("checks.check_accuracy", kwargs={"model": "ctr"}, queue="checks").get(timeout=60)
+    assert result["status"] == "retrain_needed" and result["retrain_enqueued"] is True, result
+    since = datetime.fromisoformat(result["train_since"])
+    assert max(good) < since <= min(bad)
+    since_then = count(pg_url, Observation, Observation.event_time >= since)  # the bad block and ~20 seeded rows
+    assert result["change"]["rows_since"] == since_then and result["change"]["rows_needed"] == 50
+    run = wait_until(lambda: rows(pg_url, TrainingRun, TrainingRun.trigger == Trigger.ACCURACY,
+                                  TrainingRun.status == RunStatus.COMPLETED), timeout=120, what="the retrain")[0]
+    (request,) = rows(pg_url, RetrainRequest, RetrainRequest.trigger == Trigger.ACCURACY)
+    assert request.train_since == run.train_since == since
+    assert run.dataset_size == since_then < 250  # of 1,100 stored rows
+    assert f"training on the {since_then} rows since" in run.logs
 
 
 def test_beat_compacts_training_rows_into_blocks_that_retrains_read(

@@ -103,11 +103,15 @@ def test_a_worker_killed_holding_a_window_loses_nothing(
         send_event(payload, via=app)
 
     first = start_worker(settings, queues="events", concurrency=2)
-    wait_until(lambda: count(pg_url, Observation) > 0, timeout=30, interval=0.01, what="the first batch")
+    unacked = f"{settings.redis_key_prefix}:unacked"
+    # Killed mid-drain: after a first batch is stored and while the worker holds delivered messages (between
+    # two windows it may hold none for a moment, and a kill then would test nothing).
+    wait_until(lambda: count(pg_url, Observation) > 0 and box.client.hlen(unacked) > 0, timeout=30, interval=0.005,
+               what="a stored batch and a held window")
     os.killpg(first.proc.pid, signal.SIGKILL)  # main process and pool children, mid-drain
     first.proc.wait()
     stored_at_kill = count(pg_url, Observation)
-    held = box.client.hlen(f"{settings.redis_key_prefix}:unacked")  # delivered to the dead worker, never acked
+    held = box.client.hlen(unacked)  # delivered to the dead worker, never acked
     assert stored_at_kill < len(sent) and held > 0, (stored_at_kill, held)
 
     second = start_worker(settings, queues="events", concurrency=2)
