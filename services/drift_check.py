@@ -127,8 +127,13 @@ def _recent_run(session: Session, model: str, now: datetime, hours: float) -> da
 # --- reading reports ------------------------------------------------------------------------------
 
 def latest(session: Session, model: str) -> DriftReport | None:
-    return session.scalar(sa.select(DriftReport).where(DriftReport.model == model)
-                          .order_by(DriftReport.checked_at.desc(), DriftReport.id.desc()).limit(1))
+    return next(iter(recent(session, model, 1)), None)
+
+
+def recent(session: Session, model: str | None, limit: int) -> list[DriftReport]:
+    """Stored reports, newest first: of one model, or of every model (None)."""
+    query = sa.select(DriftReport).order_by(DriftReport.checked_at.desc(), DriftReport.id.desc()).limit(limit)
+    return list(session.scalars(query if model is None else query.where(DriftReport.model == model)))
 
 
 def get(session: Session, report_id: int) -> DriftReport:

@@ -141,9 +141,11 @@ def _class_name(value: Any) -> str:
 
 
 def predict(session: Session, model: str, rows: list[dict[str, Any]],
-            segments: dict[str, str] | None = None) -> list[PredictionRecord]:
+            segments: dict[str, str] | None = None,
+            prediction_ids: list[str | None] | None = None) -> list[PredictionRecord]:
     """Serve predictions from the production version and log each one (a classifier's with its class
-    probabilities)."""
+    probabilities). The version is read and its artifact loaded on every call, so a promotion or a
+    rollback serves the next prediction. `prediction_ids`: the caller's id of each row (default: new ones)."""
     version = registry.production(session, model)
     if version is None:
         raise NoProductionVersion(model)
@@ -160,9 +162,21 @@ def predict(session: Session, model: str, rows: list[dict[str, Any]],
         log_prediction(session, model, row, float(value), version_id=version.version_id,
                        confidence=None if confidence is None else float(confidence[i]), segments=segments,
                        proba=None if classes is None else dict(zip(classes, map(float, predicted.proba[i]), strict=True)),
-                       at=now, kind=kind)
+                       prediction_id=prediction_ids[i] if prediction_ids else None, at=now, kind=kind)
         for i, (row, value) in enumerate(zip(rows, predicted.value, strict=True))
     ]
+
+
+def served(record: PredictionRecord) -> dict[str, Any]:
+    """A served prediction as `retrainer predict` and POST /predictions show it."""
+    return ({"prediction_id": record.prediction_id, "model": record.model, "version_id": record.version_id,
+             "predicted": record.predicted} | ({"proba": record.proba} if record.proba is not None else {}))
+
+
+def outcome_shown(record: PredictionRecord) -> dict[str, Any]:
+    """A recorded outcome as `retrainer outcome` and POST /predictions/{id}/outcome show it."""
+    return ({"prediction_id": record.prediction_id, "actual": record.actual, "error": record.error,
+             "status": record.status.value} | ({"targets": record.targets} if record.targets else {}))
 
 
 def outcome_error(kind: PredictionKind, actual: float, predicted: float) -> float:

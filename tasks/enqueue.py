@@ -39,6 +39,21 @@ def send_retrain(model: str, trigger: str = "manual", request_id: int | None = N
     )
 
 
+def ask_retrain(model: str, requested_by: str, reason: str | None, priority: Priority, settings: Settings | None = None,
+                via: Celery | None = None) -> tuple[dict[str, Any], AsyncResult]:
+    """A person's retrain (`retrainer request`, POST /models/retrain): open or take over the model's
+    request, commit it, then send it (the worker must find the row) with the request's priority, the
+    higher of two when it took a waiting one over. Returns the request as `requests --json` shows it
+    and the Celery result of its message."""
+    settings = settings or get_settings()
+    with session_scope(settings.database_url) as session:
+        request = retrain_requests.ask(session, model, requested_by, reason, priority)
+        session.flush()
+        shown = retrain_requests.describe(request)
+    sent = send_retrain(model, "manual", shown["id"], settings=settings, via=via, priority=shown["priority"])
+    return shown, sent
+
+
 def send_jobs(jobs: Iterable[Enqueue], trigger: str = "event", settings: Settings | None = None,
               via: Celery | None = None) -> list[str]:
     """Enqueue coalesced retrains; call only after the transaction that created them committed."""

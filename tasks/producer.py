@@ -5,6 +5,7 @@ pipelined), or many per database round trip (the batch path).
 at most one retrain per model per debounce window, and returns once they are stored. The per-event
 path is asynchronous: one message per event, which a worker stores in batches (tasks/events.py);
 `send_event` publishes about 2,000 a second from one thread here, `send_events` several times that.
+`send_admitted` (POST /events) sends what `send_events` sends, reporting each refused event instead.
 """
 
 from __future__ import annotations
@@ -53,9 +54,47 @@ def send_events(payloads: Iterable[Any], via: Celery | None = None) -> list[Sent
             documents.append(events.document(payload))
         except InvalidEvent as exc:
             raise InvalidEvent(f"event {i}: {exc}") from None
+    return _send_documents(documents, via)
+
+
+def _send_documents(documents: list[str], via: Celery | None) -> list[Sent]:
     sent = [(json.loads(d)["event_id"], d) for d in documents]
     return [Sent(event_id, task_id) for (event_id, _), task_id in zip(sent, inbox.send_many(via or app, sent),
                                                                        strict=True)]
+
+
+def admit(raw: Any, settings: Settings) -> events.Event:
+    """One raw event as both batch paths take it: valid (services.events.parse) and, for a purchase or a
+    prediction, of a configured model. InvalidEvent or LookupError (UnknownModel) naming why not."""
+    event = events.parse(raw)
+    if isinstance(event, events.PurchaseEvent | events.PredictionEvent):
+        settings.model(event.model)
+    return event
+
+
+@dataclass
+class Accepted:
+    sent: list[tuple[int, Sent]] = field(default_factory=list)  # (index in the batch, what was sent)
+    rejected: list[dict[str, Any]] = field(default_factory=list)  # {"index", "error"}, as publish_events reports
+
+
+def send_admitted(payloads: Iterable[Any], settings: Settings, via: Celery | None = None) -> Accepted:
+    """The per-event path for a batch from outside (POST /events): each event admitted as publish_events
+    admits it, a refused one reported back by index with its one-line reason, the rest sent exactly as
+    send_events sends them (one message each, with its receipt)."""
+    out = Accepted()
+    documents: list[tuple[int, str]] = []
+    for i, payload in enumerate(payloads):
+        try:
+            document = events.document(payload)
+            admit(document, settings)
+        except (InvalidEvent, LookupError) as exc:
+            out.rejected.append({"index": i, "error": str(exc)})
+            continue
+        documents.append((i, document))
+    sent = _send_documents([d for _, d in documents], via) if documents else []
+    out.sent = [(i, s) for (i, _), s in zip(documents, sent, strict=True)]
+    return out
 
 
 @dataclass
@@ -92,9 +131,7 @@ def publish_events(raw_events: Iterable[Any], settings: Settings | None = None, 
 
     for i, raw in enumerate(raw_events):
         try:
-            event = events.parse(raw)
-            if isinstance(event, events.PurchaseEvent | events.PredictionEvent):
-                settings.model(event.model)
+            event = admit(raw, settings)
         except (InvalidEvent, LookupError) as exc:
             out.rejected.append({"index": i, "error": str(exc)})
             continue

@@ -368,6 +368,7 @@ def main() -> None:
 
 # Command groups in their own modules register on `app` (kept below its definition: they import it).
 from retrainer.cli import (  # noqa: F401
+    api,
     controls,
     decisions,
     drift,

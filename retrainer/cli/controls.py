@@ -38,19 +38,13 @@ def priority_of(value: str) -> Any:
 def ask(model: str, reason: str | None, priority: str, by: str | None) -> tuple[dict[str, Any], Any]:
     """Open (or take over) MODEL's request for a person, then put it on the training queue. Returns the
     request as `requests --json` shows it, and the Celery result of its message."""
-    from retrainer.services import retrain_requests
-    from retrainer.tasks.enqueue import send_retrain
+    from retrainer.tasks.enqueue import ask_retrain
 
     settings = get_settings()
     settings.model(model)
     level = priority_of(priority)
     _broker_answers()
-    with db() as session:
-        request = retrain_requests.ask(session, model, who(by), reason, level)
-        session.flush()
-        shown = retrain_requests.describe(request)
-    sent = send_retrain(model, "manual", shown["id"], settings=settings, priority=level)
-    return shown, sent
+    return ask_retrain(model, who(by), reason, level, settings=settings)
 
 
 @app.command()

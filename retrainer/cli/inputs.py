@@ -42,8 +42,7 @@ def predict(model: str, features: Annotated[str, typer.Option(help='JSON object,
         segments[key] = value
     with db() as session:
         record = predictions.predict(session, model, [_features(features)], segments=segments)[0]
-    emit({"prediction_id": record.prediction_id, "model": model, "version_id": record.version_id,
-          "predicted": record.predicted} | ({"proba": record.proba} if record.proba is not None else {}))
+    emit(predictions.served(record))
 
 
 @app.command()
@@ -64,8 +63,7 @@ def outcome(prediction_id: str, value: float,
             _fail(f"--target {item!r}: write NAME=NUMBER", 2)
     with db() as session:
         record = predictions.record_outcome(session, prediction_id, value, targets=targets or None)
-    emit({"prediction_id": record.prediction_id, "actual": record.actual, "error": record.error,
-          "status": record.status.value} | ({"targets": record.targets} if record.targets else {}))
+    emit(predictions.outcome_shown(record))
 
 
 @event_app.callback(invoke_without_command=True)

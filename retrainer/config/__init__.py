@@ -198,6 +198,10 @@ class Settings(BaseSettings):
     result_backend: str = ""  # default: db+sqlite file under var_dir
     artifact_dir: Path | None = None  # default: var_dir/artifacts
     slack_webhook_url: SecretStr | None = None
+    # The bearer token the HTTP API asks of every write (RETRAINER_API_TOKEN; a secret: never logged).
+    # None: the API refuses writes (403), never open by default. Reads need it too when told so.
+    api_token: SecretStr | None = None
+    api_read_token_required: bool = False
     slack_timeout_seconds: float = Field(10.0, gt=0)
     redis_key_prefix: str = "retrainer"
     worker_threads: int = Field(1, ge=1)  # XGBoost/OpenMP threads per worker child process

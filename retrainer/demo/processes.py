@@ -23,8 +23,10 @@ def write_config(settings: Settings | dict[str, Any], path: Path) -> Path:
     """Settings as a retrainer.yaml that a child reads through RETRAINER_CONFIG (secrets included)."""
     if isinstance(settings, Settings):
         data = settings.model_dump(mode="json")
-        if settings.slack_webhook_url is not None:
-            data["slack_webhook_url"] = settings.slack_webhook_url.get_secret_value()
+        for key in ("slack_webhook_url", "api_token"):  # dumped masked; a child needs the value itself
+            secret = getattr(settings, key)
+            if secret is not None:
+                data[key] = secret.get_secret_value()
         for name, cfg in settings.models.items():  # a training query's database URL is a secret too
             source = cfg.training.source
             if source is not None and source.database_url is not None:

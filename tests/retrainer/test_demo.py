@@ -87,3 +87,18 @@ def processes_in(folder: Path) -> list[str]:
         except OSError:  # gone, or not ours to read
             continue
     return found
+
+
+def test_a_child_process_config_keeps_the_secrets_themselves(tmp_path: Path) -> None:
+    """write_config (the retrainer.yaml a worker or the API reads) writes each secret, not pydantic's
+    mask: a masked API token would make '**********' the token a child accepts."""
+    from retrainer.config import load_settings
+    from retrainer.demo.processes import write_config
+    from tests.support import make_settings
+
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'r.db'}", api_token="t0ken-xyz",
+                             slack_webhook_url="https://hooks.slack.com/services/T/B/x")
+    data = yaml.safe_load(write_config(settings, tmp_path / "child.yaml").read_text())
+    again = load_settings(**data)
+    assert again.api_token.get_secret_value() == "t0ken-xyz"
+    assert again.slack_webhook_url.get_secret_value() == "https://hooks.slack.com/services/T/B/x"
