@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# One image for every retrainer process: `retrainer init`, the workers, beat and Flower are all
-# started from it with a different command (docker-compose.yml, deploy/k8s/).
+# One image for every retrainer process: `retrainer init`, the API, the workers, beat and Flower are
+# all started from it with a different command (docker-compose.yml, deploy/k8s/).
 #
 #   docker build -t retrainer .
 #   docker run --rm retrainer                     # retrainer --help

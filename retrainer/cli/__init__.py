@@ -376,3 +376,4 @@ from retrainer.cli import (  # noqa: F401
     replay,
     reports,
 )
+from retrainer.cli import up as up_command  # noqa: E402, F401  (a bare `up` is also a local name above)

@@ -97,10 +97,12 @@ class CeleryProcess:
 
 def start_worker(log: Path, queues: str = ALL_QUEUES, concurrency: int = 2, name: str = "worker",
                  env: dict[str, str] | None = None, cwd: Path | None = None, loglevel: str = "info",
-                 ready_timeout: float = 90) -> CeleryProcess:
+                 ready_timeout: float = 90, hostname: str | None = None) -> CeleryProcess:
+    """A worker, once it logged "ready.". Named `name`-<random>@%h (tests run many side by side), or
+    `hostname` as given (`retrainer up`: the names `retrainer worker` gives)."""
     worker = CeleryProcess(
         ["worker", "-Q", queues, "-c", str(concurrency), "-l", loglevel, "--without-mingle", "--without-gossip",
-         "-n", f"{name}-{uuid.uuid4().hex[:6]}@%h"], log, env, cwd)
+         "-n", hostname or f"{name}-{uuid.uuid4().hex[:6]}@%h"], log, env, cwd)
     try:
         worker.wait_for("ready.", ready_timeout)
     except BaseException:

@@ -1,10 +1,12 @@
 """The deployment files keep their contracts with the application.
 
 docker-compose.yml, the Dockerfile and deploy/ cannot be started here (no Docker engine, no
-cluster), so what they promise is checked from the files themselves: the commands they run exist,
-there is one beat, the training worker is alone on its queue, no secret is written in them, every
-RETRAINER_* variable is a real setting, the shell scripts parse and the entrypoint really waits.
-Independent of the retrainer packages: only PyYAML and the standard library.
+cluster), so what they promise is checked from the files themselves: the commands they run exist
+and parse with the CLI's own options, there is one beat, the training worker is alone on its queue,
+no secret is written in them, compose stops at once (never crash-loops) without Flower's
+credentials, every RETRAINER_* variable is a real setting, the shell scripts parse and the
+entrypoint really waits. The API's command is started for real against the test Redis and
+PostgreSQL and must pass the compose service's own health check.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ ENV_EXAMPLE = DEPLOY / "env.example"
 EXAMPLE_CONFIG = ROOT / "retrainer.example.yaml"
 WAIT_SCRIPT = DEPLOY / "docker" / "wait-for-services.sh"
 
-SUBCOMMANDS = {"init", "worker", "beat", "flower", "status", "demo"}
+SUBCOMMANDS = {"init", "api", "worker", "beat", "flower", "status", "demo"}
 QUEUES = {"training", "events", "checks", "notifications"}
 # Read off the settings model, so a setting added there and not documented in the example fails here.
 SETTINGS_KEYS = set(Settings.model_fields)
@@ -150,7 +152,7 @@ def all_commands() -> list[tuple[str, list[str]]]:
 
 def test_compose_defines_the_production_services():
     services = load_compose()["services"]
-    assert {"redis", "postgres", "init", "worker-training", "worker", "beat", "flower"} <= set(services)
+    assert {"redis", "postgres", "init", "api", "worker-training", "worker", "beat", "flower"} <= set(services)
     assert services["redis"]["image"].startswith("redis:7")
     assert services["postgres"]["image"].startswith("postgres:16")
     for name in ("redis", "postgres"):
@@ -159,16 +161,52 @@ def test_compose_defines_the_production_services():
 
 def test_every_retrainer_command_is_a_real_subcommand():
     commands = all_commands()
-    assert len(compose_commands()) >= 5 and len(k8s_commands()) >= 5, commands
+    assert len(compose_commands()) >= 6 and len(k8s_commands()) >= 6, commands
     for label, cmd in commands:
         assert len(cmd) >= 2 and cmd[1] in SUBCOMMANDS, f"{label}: {shlex.join(cmd)}"
+
+
+def cli_command(name: str) -> Any:
+    """The click command behind `retrainer NAME` (None: no such subcommand)."""
+    import typer.main
+
+    from retrainer.cli import app
+
+    group = typer.main.get_command(app)
+    return group.get_command(typer.Context(group), name)
+
+
+# Click's base error, whether typer uses the click package or (typer >= 0.26) its own copy of it.
+def click_error() -> type[Exception]:
+    import typer
+
+    return next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+def test_every_retrainer_command_parses():
+    """Each command's options and their values as the CLI itself parses them (make_context converts
+    and range-checks every value and invokes nothing): a renamed option or a port out of range fails
+    here, not in a crash-looping container. `--help` would not do: it wins over a bad value."""
+    for label, cmd in all_commands():
+        command = cli_command(cmd[1])
+        assert command is not None, label
+        try:
+            command.make_context(cmd[1], cmd[2:])
+        except click_error() as exc:
+            pytest.fail(f"{label}: {shlex.join(cmd)}: {exc.format_message()}")
+
+
+def test_the_command_parser_check_is_not_vacuous():
+    for bad in (["--host", "0.0.0.0", "--port", "http"], ["--port", "0"], ["--bind", "0.0.0.0"]):
+        with pytest.raises(click_error()):
+            cli_command("api").make_context("api", bad)
 
 
 def test_compose_services_that_touch_the_database_wait_for_init():
     services = load_compose()["services"]
     assert compose_commands()["init"] == ["retrainer", "init"]
     for name, cmd in compose_commands().items():
-        if cmd[1] in {"worker", "beat"}:
+        if cmd[1] in {"api", "worker", "beat"}:
             depends = services[name].get("depends_on") or {}
             assert depends.get("init", {}).get("condition") == "service_completed_successfully", name
 
@@ -288,14 +326,23 @@ def test_k8s_secret_is_a_template():
             assert path.name not in yaml.safe_load(kustomization.read_text()).get("resources", [])
 
 
+# Secrets the example may leave empty: empty is "none configured", and the setting then refuses what
+# it guards (the API's writes, 403), never opens it.
+EMPTY_MEANS_REFUSED = {"RETRAINER_API_TOKEN"}
+
+
+def env_example_entries() -> dict[str, str]:
+    text = ENV_EXAMPLE.read_text()
+    return dict(line.split("=", 1) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#"))
+
+
 def test_env_example_holds_placeholders_only():
     text = ENV_EXAMPLE.read_text()
-    entries = dict(
-        line.split("=", 1) for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")
-    )
-    assert {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH"} <= set(entries)
+    entries = env_example_entries()
+    assert {"POSTGRES_PASSWORD", "FLOWER_BASIC_AUTH", "RETRAINER_API_TOKEN"} <= set(entries)
+    assert entries["RETRAINER_API_TOKEN"] == ""  # no token until one is chosen: writes refused
     for key, value in entries.items():
-        if SECRET_KEY.search(key):
+        if SECRET_KEY.search(key) and not (key in EMPTY_MEANS_REFUSED and value == ""):
             assert is_placeholder(value), f"deploy/env.example: {key} is not a placeholder"
     # an empty webhook URL is invalid, not "off": the example leaves it commented out
     assert "RETRAINER_SLACK_WEBHOOK_URL" not in entries
@@ -309,7 +356,189 @@ def test_compose_reads_secrets_from_the_env_file():
         paths = [entry["path"] if isinstance(entry, dict) else entry for entry in env_files]
         assert ".env" in paths, f"{name} does not read .env"
         environment = services[name].get("environment") or {}
-        assert "RETRAINER_SLACK_WEBHOOK_URL" not in environment and "FLOWER_BASIC_AUTH" not in environment
+        assert not {"RETRAINER_SLACK_WEBHOOK_URL", "RETRAINER_API_TOKEN"} & set(environment), name
+        if name != "flower":  # flower names it only to require it (test below)
+            assert "FLOWER_BASIC_AUTH" not in environment, name
+
+
+def test_env_example_values_are_valid_settings(tmp_path, monkeypatch):
+    """The RETRAINER_* lines of the example, as a container reads them, pass the settings' validation;
+    the empty API token is no token."""
+    from retrainer.config import load_settings
+
+    for name in [n for n in os.environ if n.startswith("RETRAINER_")]:
+        monkeypatch.delenv(name)
+    entries = {k: v for k, v in env_example_entries().items() if k.startswith("RETRAINER_")}
+    assert entries
+    for key, value in entries.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # no retrainer.yaml here
+    settings = load_settings()
+    assert settings.api_token is None or not settings.api_token.get_secret_value().strip()
+
+
+# --------------------------------------------------------------------------------------------
+# compose interpolation: what `docker compose` makes of ${...} with or without .env
+
+
+INTERPOLATION_PARTS = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?[-?+])([^}]*))?\}")
+
+
+class MissingVariable(Exception):
+    pass
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}, ${VAR:+x}."""
+
+    def one(match: re.Match[str]) -> str:
+        name, op, arg = match.group(1), match.group(2) or "", match.group(3) or ""
+        is_set = name in env and (env[name] != "" or not op.startswith(":"))
+        if op.endswith("?") and not is_set:
+            raise MissingVariable(f"required variable {name} is missing a value: {arg}")
+        if op.endswith("+"):
+            return arg if is_set else ""
+        return env[name] if is_set else (arg if op.endswith("-") else "")
+
+    return INTERPOLATION_PARTS.sub(one, value)
+
+
+def interpolation_errors(node: Any, env: dict[str, str], where: str = "") -> list[tuple[str, str]]:
+    """(where, message) for each value compose could not interpolate with `env`."""
+    if isinstance(node, dict):
+        return [e for key, value in node.items() for e in interpolation_errors(value, env, f"{where}.{key}".lstrip("."))]
+    if isinstance(node, list):
+        return [e for i, item in enumerate(node) for e in interpolation_errors(item, env, f"{where}[{i}]")]
+    if isinstance(node, str):
+        try:
+            interpolate(node, env)
+        except MissingVariable as exc:
+            return [(where, str(exc))]
+    return []
+
+
+def test_interpolation_follows_compose():
+    assert interpolate("${A:-x}", {}) == "x" and interpolate("${A:-x}", {"A": ""}) == "x"
+    assert interpolate("${A-x}", {"A": ""}) == "" and interpolate("${A}", {"A": "v"}) == "v"
+    assert interpolate("${A:?m}", {"A": "v"}) == "v"
+    for env in ({}, {"A": ""}):
+        with pytest.raises(MissingVariable, match="required variable A is missing a value: m"):
+            interpolate("${A:?m}", env)
+
+
+def test_compose_without_flower_credentials_stops_at_once_instead_of_crash_looping():
+    """Without .env (or without FLOWER_BASIC_AUTH in it) `retrainer flower` would refuse to serve
+    0.0.0.0 unprotected and exit 2, and `restart: unless-stopped` would start it again forever. So
+    compose requires the value (${FLOWER_BASIC_AUTH:?...}): every compose command stops with the
+    message, before anything starts. It is the only value compose requires."""
+    compose = load_compose()
+    flower_env = compose["services"]["flower"]["environment"]
+    assert re.fullmatch(r"\$\{FLOWER_BASIC_AUTH:\?[^}]+\}", flower_env["FLOWER_BASIC_AUTH"])
+    for env in ({}, {"FLOWER_BASIC_AUTH": ""}):
+        ((where, message),) = interpolation_errors(compose, env)
+        assert where == "services.flower.environment.FLOWER_BASIC_AUTH"
+        assert ".env" in message and "deploy/env.example" in message
+    example = env_example_entries()
+    assert interpolation_errors(compose, example) == []  # the documented .env is enough
+    assert interpolate(flower_env["FLOWER_BASIC_AUTH"], example) == example["FLOWER_BASIC_AUTH"]
+    # the value goes through to Flower's environment unchanged, in the form `retrainer flower` accepts
+    assert BASIC_AUTH.fullmatch(interpolate(flower_env["FLOWER_BASIC_AUTH"], example))
+    # and flower keeps every setting the other services get
+    assert {k: v for k, v in flower_env.items() if k != "FLOWER_BASIC_AUTH"} == compose["services"]["worker"]["environment"]
+
+
+# --------------------------------------------------------------------------------------------
+# the HTTP API
+
+
+def test_compose_api_serves_the_published_port_with_a_healthz_check():
+    services = load_compose()["services"]
+    api = services["api"]
+    cmd = compose_commands()["api"]
+    assert option(cmd, "--host") == "0.0.0.0"  # inside the container; the mapping publishes 127.0.0.1
+    port = option(cmd, "--port")
+    assert api["ports"] == [f"127.0.0.1:{port}:{port}"]
+    test = api["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "python", test  # the slim image has no curl
+    assert f"http://127.0.0.1:{port}/healthz" in test[-1]
+    depends = api["depends_on"]
+    assert depends["init"]["condition"] == "service_completed_successfully"
+    assert depends["redis"]["condition"] == "service_healthy"
+
+
+def compose_health_check(port: int) -> list[str]:
+    """The api service's health check command, run here against `port` with this Python."""
+    test = load_compose()["services"]["api"]["healthcheck"]["test"]
+    served = option(compose_commands()["api"], "--port")
+    return [sys.executable, *[part.replace(f"127.0.0.1:{served}/", f"127.0.0.1:{port}/") for part in test[2:]]]
+
+
+@pytest.mark.redis
+@pytest.mark.postgres
+def test_compose_api_command_starts_and_passes_its_health_check(tmp_path, pg_url, redis_url):
+    """The api service's command, started for real against the test Redis and PostgreSQL (on
+    127.0.0.1 and a free port instead of 0.0.0.0:8000), passes the service's own health check."""
+    from retrainer.demo.processes import child_env, write_config
+    from tests.support import make_settings, wait_until
+
+    cmd = compose_commands()["api"]
+    port = free_port()
+    args = [arg.replace("0.0.0.0", "127.0.0.1") for arg in cmd[1:]]
+    args[args.index("--port") + 1] = str(port)
+    config = write_config(make_settings(tmp_path, pg_url, broker_url=redis_url), tmp_path / "retrainer.yaml")
+    check = compose_health_check(port)
+    assert subprocess.run(check, capture_output=True, timeout=30).returncode != 0  # fails while nothing serves
+    proc = subprocess.Popen([sys.executable, "-m", "retrainer.cli", *args], cwd=tmp_path, env=child_env(config),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        passed = wait_until(lambda: subprocess.run(check, capture_output=True, timeout=30).returncode == 0
+                            or proc.poll() is not None, timeout=30, what="the API's health check to pass")
+        assert passed and proc.poll() is None, proc.stderr.read() if proc.poll() is not None else ""
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def k8s_api() -> tuple[dict[str, Any], dict[str, Any], int]:
+    """(Deployment, container, port) of the one k8s workload that runs `retrainer api`."""
+    (doc,) = [doc for _, doc, cmd in k8s_commands() if cmd[1] == "api"]
+    (container,) = [c for c in pod_spec(doc)["containers"] if argv(c.get("args"))[1:2] == ["api"]]
+    cmd = argv(container["args"])
+    assert option(cmd, "--host") == "0.0.0.0"  # the Service must reach it
+    return doc, container, int(option(cmd, "--port"))
+
+
+def test_k8s_api_probes_healthz_on_its_port():
+    _, container, port = k8s_api()
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert port in named.values()
+    for probe in ("readinessProbe", "livenessProbe"):
+        get = container[probe]["httpGet"]
+        assert get["path"] == "/healthz", probe
+        assert named.get(get["port"], get["port"]) == port, probe
+    # A database or broker outage (503) takes the pod out of the Service long before liveness restarts it
+    ready, live = container["readinessProbe"], container["livenessProbe"]
+    assert live["periodSeconds"] * live["failureThreshold"] > 2 * ready["periodSeconds"] * ready["failureThreshold"]
+    assert [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e] == ["retrainer-secrets"]
+
+
+def test_k8s_api_has_a_service_and_is_applied():
+    doc, container, port = k8s_api()
+    labels = doc["spec"]["template"]["metadata"]["labels"]
+    services = [svc for _, svc in k8s_docs() if svc.get("kind") == "Service"
+                and svc["spec"]["selector"].items() <= labels.items()]
+    assert len(services) == 1
+    (service_port,) = services[0]["spec"]["ports"]
+    named = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert named.get(service_port["targetPort"], service_port["targetPort"]) == port
+    assert services[0]["metadata"]["name"] == "retrainer-api"  # the README's Prometheus target
+    resources = yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"]
+    assert any(doc in yaml.safe_load_all((K8S / r).read_text()) for r in resources)
+
+
+def test_k8s_secret_template_holds_the_api_token():
+    (secret,) = [doc for _, doc in k8s_docs() if doc.get("kind") == "Secret"]
+    assert "RETRAINER_API_TOKEN" in secret["stringData"]
 
 
 # --------------------------------------------------------------------------------------------

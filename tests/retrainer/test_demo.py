@@ -56,7 +56,7 @@ def test_demo_runs_the_whole_loop_on_its_own_settings_and_leaves_no_process(tmp_
     assert "540/540 events stored, 0 lost" in out
     assert "events inside the debounce window -> 1 retrain" in out
     # a second family on the user's own CSV: inferred schema with a categorical, bad lines refused by line
-    assert "worker trained churn-v1 on 1200 rows; schema recorded: plan categorical" in out
+    assert "worker trained churn-v1 on 1500 rows; schema recorded: plan categorical" in out  # deploy: refit, every row
     assert "line 8: features.seats: expected a number" in out and "2 rejected of 400 rows" in out
     assert "(new_samples):" in out and "by plan (segment): basic" in out
     assert "demo finished" in out
