@@ -243,13 +243,18 @@ def test_unknown_model(settings: Settings) -> None:
     assert rows(settings, TrainingRun) == []
 
 
-def test_a_corrupt_champion_gives_way_only_to_a_candidate_that_beats_a_constant(tmp_path: Path, db_url: str) -> None:
-    settings = make_settings(tmp_path, db_url)
+def run_after_corrupting_v1(settings: Settings) -> dict[str, Any]:
+    """ctr-v1 trained on 300 rows and promoted, its artifact then corrupted; the next run's result."""
     seed_rows(settings, 300)
     assert run(settings)["status"] == "retrained"
     with session_scope(settings.database_url) as s:
         corrupt(registry.get(s, "ctr-v1").artifact_uri)
-    result = run(settings)
+    return run(settings)
+
+
+def test_a_corrupt_champion_gives_way_only_to_a_candidate_that_beats_a_constant(tmp_path: Path, db_url: str) -> None:
+    settings = make_settings(tmp_path, db_url)
+    result = run_after_corrupting_v1(settings)
     assert result["status"] == "retrained", result
     assert "cannot be scored" in result["reason"] and "checksum" in result["reason"]
     assert "beats a constant prediction" in result["reason"]
@@ -261,12 +266,7 @@ def test_a_corrupt_champion_gives_way_only_to_a_candidate_that_beats_a_constant(
 
 def test_a_corrupt_champion_keeps_production_and_raises_an_alert_without_a_bar(tmp_path: Path, db_url: str) -> None:
     settings = make_settings(tmp_path, db_url, models={"ctr": model_config(promotion={"baseline": False})})
-    seed_rows(settings, 300)
-    assert run(settings)["status"] == "retrained"
-    with session_scope(settings.database_url) as s:
-        path = registry.get(s, "ctr-v1").artifact_uri
-    corrupt(path)
-    result = run(settings)
+    result = run_after_corrupting_v1(settings)
     assert result["status"] == "kept", result  # an unscorable champion says nothing about the candidate
     assert result["champion_version"] == "ctr-v1"
     assert "cannot be scored" in result["reason"] and "checksum" in result["reason"]
@@ -283,11 +283,7 @@ def test_a_corrupt_champion_keeps_production_and_raises_an_alert_without_a_bar(t
 def test_a_corrupt_champion_gives_way_to_a_candidate_that_clears_the_floor(tmp_path: Path, db_url: str) -> None:
     settings = make_settings(tmp_path, db_url, models={"ctr": model_config(
         promotion={"floor": {"max_mae": 0.01}, "baseline": False})})
-    seed_rows(settings, 300)
-    assert run(settings)["status"] == "retrained"
-    with session_scope(settings.database_url) as s:
-        corrupt(registry.get(s, "ctr-v1").artifact_uri)
-    result = run(settings)
+    result = run_after_corrupting_v1(settings)
     assert result["status"] == "retrained", result
     assert "cannot be scored" in result["reason"] and "clears the quality floor" in result["reason"]
     assert production_id(settings) == "ctr-v2"
