@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean browser
 
 $(BIN)/python:
 	$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "retrainer needs Python 3.11+"'
@@ -22,6 +22,14 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Debian's Chromium for the dashboard's browser test (tests/retrainer/api/test_dashboard_browser.py), driven by
+# the Playwright package `make install` puts in the venv; Playwright's own browser download is never used.
+# Elsewhere the test skips, or set RETRAINER_CHROMIUM to a Chromium or Chrome binary.
+browser:
+	@command -v chromium >/dev/null || { $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq --no-install-recommends chromium; }
+	@echo "chromium: $$(command -v chromium)"
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run_all

@@ -78,7 +78,7 @@ def _edges(ranges: list[tuple[datetime, datetime]]) -> sa.ColumnElement[bool]:
     return sa.or_(*[(P.predicted_at >= a) & (P.predicted_at < b) for a, b in ranges if a < b])
 
 
-def _add(*rows: Any) -> SimpleNamespace:
+def add_sums(*rows: Any) -> SimpleNamespace:
     """Sums of the same names added (a missing or NULL sum is 0)."""
     return SimpleNamespace(**{c: sum(float(getattr(r, c, 0) or 0) for r in rows) for c in live_rollup.SUMS})
 
@@ -157,7 +157,7 @@ def live_accuracy(
         *raw_where(model, since, end, kind, version_id, ranges=edges))).one()]
     if hours is not None:
         rows += live_rollup.totals(session, model, PredictionKind(kind.value), *hours, version_id)
-    return from_sums(kind, _add(*rows))
+    return from_sums(kind, add_sums(*rows))
 
 
 def raw_live_accuracy(
@@ -189,7 +189,7 @@ def breakdown(
                                                              by_version=True)
         for r in [*raw, *rolled]:
             parts.setdefault(str(r.segment), []).append(r)
-        return {version: from_sums(kind, _add(*rows)) for version, rows in sorted(parts.items())}
+        return {version: from_sums(kind, add_sums(*rows)) for version, rows in sorted(parts.items())}
     column = P.segments[by].as_string()  # JSON member as text: json_extract on SQLite, ->> on PostgreSQL
     rows = session.execute(
         sa.select(column.label("segment"), *raw_sums(kind))

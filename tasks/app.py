@@ -83,7 +83,7 @@ def _events_window(instance: Any, conf: Any, **_: Any) -> None:
 
 
 def configure(app: Celery, settings: Settings) -> None:
-    from retrainer.tasks.schedule import beat_schedule
+    from retrainer.tasks.schedule import beat_conf, beat_schedule
 
     if settings.result_backend.startswith("db+sqlite"):
         Path(settings.result_backend.removeprefix("db+sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -113,7 +113,7 @@ def configure(app: Celery, settings: Settings) -> None:
         timezone="UTC",
         enable_utc=True,
         beat_schedule=beat_schedule(settings),
-        beat_scheduler="retrainer.tasks.schedule:ReloadingScheduler",  # follows a changed retrainer.yaml
+        **beat_conf(settings),  # Redis: any number of beats, one schedules (tasks/beat_lock.py); else the file
         beat_schedule_filename=str(settings.var_dir / "celerybeat-schedule"),
         worker_hijack_root_logger=True,
         worker_log_format=LOG_FORMAT,  # task lines carry "[model task-id]" (tasks/logcontext.py)

@@ -52,6 +52,38 @@ def beat_schedule(settings: Settings) -> dict[str, dict[str, Any]]:
     return entries
 
 
+def uses_beat_lock(settings: Settings) -> bool:
+    """Automatic by broker, not a setting: a Redis broker is a server every beat can reach, and there the
+    lock (tasks/beat_lock.py) costs one key and a round trip per tick, while running without it would
+    only add a way to fire every schedule twice. The embedded broker is one machine and one beat: the
+    file-backed ReloadingScheduler, no server needed."""
+    return settings.broker_url.startswith("redis")
+
+
+def redbeat_key_prefix(settings: Settings) -> str:
+    """RedBeat's keys under the configured prefix, so deployments (and test runs) sharing a Redis never meet."""
+    return f"{settings.redis_key_prefix}:redbeat:"
+
+
+def beat_lock_key(settings: Settings) -> str:
+    return redbeat_key_prefix(settings) + ":lock"  # RedBeat's own naming: "<prefix>:redbeat::lock"
+
+
+def beat_conf(settings: Settings) -> dict[str, Any]:
+    """The Celery settings that choose beat's scheduler (uses_beat_lock) and configure RedBeat."""
+    if not uses_beat_lock(settings):
+        return {"beat_scheduler": "retrainer.tasks.schedule:ReloadingScheduler"}  # follows a changed retrainer.yaml
+    return {
+        "beat_scheduler": "retrainer.tasks.beat_lock:LockedScheduler",
+        "redbeat_redis_url": settings.broker_url,  # explicit: RedBeat's fallback to broker_url is deprecated
+        "redbeat_key_prefix": redbeat_key_prefix(settings),
+        "redbeat_lock_key": None,  # RedBeat's blocking lock at start-up is off: LockedScheduler holds its own
+        "redbeat_lock_timeout": settings.beat_lock_seconds,  # ...for this long after each renewal
+        # explicit (else RedBeat reads broker_transport_options); a hung Redis fails a tick instead of freezing it
+        "redbeat_redis_options": {"socket_timeout": 5, "socket_connect_timeout": 5},
+    }
+
+
 class ReloadingScheduler(PersistentScheduler):
     """Celery's file-backed scheduler that follows a changed configuration file: a model added, removed
     or rescheduled is on the schedule within WATCH_SECONDS, without restarting beat."""

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from retrainer.config import Settings
 from retrainer.db import dispose_engines, session_scope
 from retrainer.db.migrate import upgrade
+from retrainer.demo.processes import stop_all
 from tests.support import POSTGRES_SERVER, REDIS_SERVER, RUN_ID, Worker, make_settings, need, start_test_worker
 
 # --- PostgreSQL ---------------------------------------------------------------------------------
@@ -112,7 +113,8 @@ def start_worker(tmp_path: Path) -> Iterator[Any]:
         return worker
 
     yield start
-    for worker in started:
-        worker.stop()
+    # The test is over: no warm shutdown to wait out (an idle worker takes 2-6 s, and one running a task
+    # waits for it); every worker and its pool are killed at once, and reaped.
+    stop_all(started, timeout=0)
 
 

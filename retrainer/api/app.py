@@ -1,5 +1,6 @@
 """The FastAPI app: routers by resource, the services' errors as HTTP answers, a body size limit.
-OpenAPI at /openapi.json, its page at /docs."""
+OpenAPI at /openapi.json, its page at /docs, the dashboard at /dashboard (assets served from installed
+packages, no CDN)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 import retrainer
-from retrainer.api import controls, errors, health, metrics, models, producers, retraining, runs
+from retrainer.api import controls, dashboard, errors, health, metrics, models, producers, retraining, runs, trends
 from retrainer.api.context import Context
 from retrainer.api.limits import MAX_BODY_BYTES, BodySizeLimit
 from retrainer.config import Settings
@@ -28,10 +29,12 @@ def create_app(settings: Settings, max_body_bytes: int = MAX_BODY_BYTES) -> Fast
         yield
         ctx.close()
 
-    app = FastAPI(title="retrainer", version=retrainer.__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="retrainer", version=retrainer.__version__, description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None)  # dashboard.install serves /docs from swagger-ui-py's files
     app.state.context = ctx
     errors.install(app, settings.database_url, settings.broker_url)
     app.add_middleware(BodySizeLimit, max_bytes=max_body_bytes)
-    for module in (models, retraining, runs, producers, controls, health, metrics):
+    for module in (models, trends, retraining, runs, producers, controls, health, metrics):
         app.include_router(module.router)
+    dashboard.install(app)
     return app

@@ -119,7 +119,8 @@ def beat(
     schedule_file: Annotated[Path | None, typer.Option("--schedule-file")] = None,
     loglevel: Annotated[str, typer.Option("--loglevel", "-l")] = "info",
 ) -> None:
-    """Start Celery beat (exactly one per deployment)."""
+    """Start Celery beat. On a Redis broker run two or more: one schedules, the others stand by (tasks/beat_lock.py);
+    on the embedded broker exactly one, with its schedule in --schedule-file."""
     path = schedule_file or get_settings().var_dir / "celerybeat-schedule"
     path.parent.mkdir(parents=True, exist_ok=True)
     _celery("beat", "-s", str(path), "-l", loglevel)

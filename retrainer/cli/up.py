@@ -15,12 +15,15 @@ each child's process group and exits 0; a second Ctrl-C skips the wait. No child
 
 The children read the settings the way `up` does (the same environment, RETRAINER_CONFIG or a
 retrainer.yaml in the working directory, which they share): nothing is written to disk (the API token
-stays a variable), and beat follows an edited retrainer.yaml as `retrainer beat` does.
+stays a variable), and beat follows an edited retrainer.yaml as `retrainer beat` does. With no
+RETRAINER_API_TOKEN set, `up` makes one for its API child alone and prints it once, in the dashboard
+link's fragment (#token=...), so the dashboard's buttons work on a fresh machine.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import sys
 import time
@@ -31,8 +34,8 @@ import typer
 
 from retrainer.cli import _check_models, _fail, app, default_worker_name
 from retrainer.config import get_settings
+from retrainer.demo.processes import STOP_TIMEOUT
 
-STOP_TIMEOUT = 20.0  # seconds a child gets for its warm shutdown before SIGKILL
 TAIL_LINES = 15  # of a dead child's log, shown on the terminal
 SHORT_QUEUES = "events,checks,notifications"
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -108,13 +111,11 @@ class Children:
         return next(((role, child) for role, child in self.started if not child.alive()), None)
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM to every child, one shared wait, then SIGKILL to each process group; every child
-        reaped. A signal that arrives meanwhile (a second Ctrl-C) ends the wait instead of interrupting
-        the stop.
+        """SIGTERM to every child's main process, one shared wait, then SIGKILL to each process group;
+        every child reaped (processes.stop_all). A signal that arrives meanwhile (a second Ctrl-C) ends
+        the wait instead of interrupting the stop."""
+        from retrainer.demo.processes import stop_all
 
-        SIGTERM goes to each child's main process only: a Celery worker stops its own pool in its warm
-        shutdown, and a worker whose pool processes got the SIGTERM too (the whole group) hangs in that
-        shutdown once it has run tasks, until the SIGKILL."""
         hurry = False
 
         def _hurry(_signum: int, _frame: Any) -> None:
@@ -123,26 +124,7 @@ class Children:
 
         for sig in STOP_SIGNALS:
             signal.signal(sig, _hurry)
-        children = [child for _, child in reversed(self.started)]
-        for child in children:
-            if child.alive():
-                child.proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while not hurry and time.monotonic() < deadline and any(child.alive() for child in children):
-            time.sleep(0.1)
-        for child in children:
-            if child.alive():
-                _signal_group(child.proc.pid, signal.SIGKILL)
-            child.proc.wait()
-            # A group outliving its leader (a worker's pool process whose parent was killed) goes too.
-            _signal_group(child.proc.pid, signal.SIGKILL)
-
-
-def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):  # the group is gone already
-        pass
+        stop_all([child for _, child in reversed(self.started)], timeout, hurry=lambda: hurry)
 
 
 def exit_status(code: int | None) -> str:
@@ -159,7 +141,8 @@ def _report(failure: ChildFailed) -> None:
         print(f"  {line}", file=sys.stderr)
 
 
-def _start(children: Children, settings: Any, host: str, port: int, concurrency: int, loglevel: str) -> None:
+def _start(children: Children, settings: Any, host: str, port: int, concurrency: int, loglevel: str,
+           session_token: str | None = None) -> None:
     from retrainer.demo.processes import CeleryProcess, start_beat, start_worker
 
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -177,9 +160,10 @@ def _start(children: Children, settings: Any, host: str, port: int, concurrency:
     children.wait_ready("beat", beat, "beat: Starting", 60)
 
     url = shown_url(host, port)
-    api = CeleryProcess(["api", "--host", host, "--port", str(port), "--loglevel", loglevel], children.log("api"), env,
-                        program=[sys.executable, "-m", "retrainer.cli"])
-    children.add("api", api, f"{url}  (OpenAPI: {url}/docs)")
+    api_env = env | ({"RETRAINER_API_TOKEN": session_token} if session_token else {})  # by environment, never argv
+    api = CeleryProcess(["api", "--host", host, "--port", str(port), "--loglevel", loglevel], children.log("api"),
+                        api_env, program=[sys.executable, "-m", "retrainer.cli"])
+    children.add("api", api, f"{url}  (dashboard: {url}/dashboard, OpenAPI: {url}/docs)")
     children.wait_ready("api", api, "Uvicorn running on", 60)
 
 
@@ -207,15 +191,24 @@ def up(host: Annotated[str, typer.Option(help="Interface the API binds; 0.0.0.0 
     check_broker(celery_app)  # a dead Redis: one line now, not a worker waiting on kombu's retries
     upgrade(settings.database_url)  # `retrainer init`: idempotent
     typer.echo(f"schema at revision {current_revision(settings.database_url)}")
+    session_token = None
     if settings.api_token is None or not settings.api_token.get_secret_value().strip():
-        print("note: no RETRAINER_API_TOKEN set: the API serves reads and refuses every write (403)", file=sys.stderr)
+        # The dashboard's buttons need a token: this run makes one for its own API child, shown once, in the
+        # fragment of the dashboard link (a browser never sends a fragment, so no server log holds it).
+        session_token = secrets.token_urlsafe(24)
 
     log_dir = settings.var_dir / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     children = Children(log_dir)
     previous = {sig: signal.signal(sig, _raise_stopped) for sig in STOP_SIGNALS}
     try:
-        _start(children, settings, host, port, concurrency, loglevel)
+        _start(children, settings, host, port, concurrency, loglevel, session_token)
+        dashboard = f"{shown_url(host, port)}/dashboard"
+        if session_token:
+            typer.echo(f"dashboard: {dashboard}#token={session_token}\n  (no RETRAINER_API_TOKEN was set: this "
+                       "token, made for this run, lets the dashboard and scripts write until Ctrl-C)")
+        else:
+            typer.echo(f"dashboard: {dashboard}  (its buttons ask for your RETRAINER_API_TOKEN once)")
         typer.echo("retrainer is up; Ctrl-C stops it")
         _supervise(children)
     except Stopped as stop:

@@ -209,6 +209,10 @@ class Settings(BaseSettings):
     recovery: Recovery = Field(default_factory=Recovery)
     # How often beat compacts training rows into columnar blocks (PostgreSQL; services/blocks.py)
     compact_every_seconds: int = Field(300, gt=0)
+    # On a Redis broker a beat schedules only while it holds a lock in Redis that expires this long after
+    # its last renewal (every third of it): a standby beat takes over this long after the active one
+    # dies. Unused on the embedded broker (one machine, one beat). tasks/beat_lock.py
+    beat_lock_seconds: int = Field(30, ge=3)
 
     @classmethod
     def settings_customise_sources(

@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 
 # Read once by the process that started: a change takes a restart to apply.
 RESTART_KEYS = ("database_url", "broker_url", "result_backend", "redis_key_prefix", "var_dir", "artifact_dir",
-                "worker_threads")
+                "worker_threads", "beat_lock_seconds")
 
 
 def _stamp() -> tuple[str, int, int] | None:

@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from retrainer.config import Settings, get_settings, mask_url, reset_settings
-from retrainer.demo.processes import child_env, foreign_settings, start_beat, start_worker, write_config
+from retrainer.demo.processes import child_env, foreign_settings, start_beat, start_worker, stop_all, write_config
 
 DEMO_DIR = Path("var/demo")  # under the working directory
 MODEL = "ctr"
@@ -54,7 +54,7 @@ def demo_config(var_dir: Path) -> dict[str, Any]:
             "training": {"max_rows": 2500},
             # the demo plays weeks in a minute: no wait between two promotions (default 6 h)
             "promotion": {"cooldown_hours": 0},
-            "debounce_seconds": 8,  # every storm event lands inside one window
+            "debounce_seconds": 5,  # every storm event lands inside one window (all stored within a second or two)
         }, CHURN: {
             # The user's own data: a classifier on a CSV with a text column. No `features` key: the
             # types are inferred from the rows (plan categorical, annual boolean) and recorded.
@@ -94,9 +94,8 @@ class Processes:
         self.children.append(start_beat(self.var_dir / "beat.log", self.var_dir / "celerybeat-schedule", self.env,
                                         cwd=self.var_dir))
 
-    def stop(self) -> None:
-        for child in reversed(self.children):
-            child.stop()
+    def stop(self) -> None:  # as `retrainer up` stops its children: SIGTERM to each main process, then SIGKILL
+        stop_all(list(reversed(self.children)))
 
 
 def wait_for(predicate: Any, timeout: float, what: str) -> Any:

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ import yaml
 from retrainer.config import Settings
 
 ALL_QUEUES = "training,events,checks,notifications"
+STOP_TIMEOUT = 20.0  # seconds a child gets for its warm shutdown (a running task may finish) before SIGKILL
 
 
 def write_config(settings: Settings | dict[str, Any], path: Path) -> Path:
@@ -84,15 +86,38 @@ class CeleryProcess:
             time.sleep(0.2)
         raise TimeoutError(f"celery did not log {text!r} in {timeout}s:\n{self.output()[-3000:]}")
 
-    def stop(self, timeout: float = 20) -> None:
-        """Warm shutdown (SIGTERM to the group), then SIGKILL; always reaped."""
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Warm shutdown, then SIGKILL of its group; always reaped (see `stop_all`). `timeout=0`: killed
+        at once, for a caller that needs nothing more from it."""
+        stop_all([self], timeout)
+
+
+def stop_all(processes: list[CeleryProcess], timeout: float = STOP_TIMEOUT,
+             hurry: Callable[[], bool] = lambda: False) -> None:
+    """SIGTERM to each process, one shared wait of up to `timeout` seconds (cut short once `hurry()`
+    is true), then SIGKILL to each one's process group; every process reaped, in the order given.
+
+    SIGTERM goes to each main process only: a Celery worker stops its own pool in its warm shutdown,
+    and a worker whose pool processes got the SIGTERM too (the whole group) hangs in that shutdown
+    once it has run tasks, until the SIGKILL. With `timeout` 0 there is no warm shutdown: SIGKILL at once."""
+    for process in processes:
+        if timeout > 0 and process.alive():
+            process.proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while not hurry() and time.monotonic() < deadline and any(process.alive() for process in processes):
+        time.sleep(0.05)
+    for process in processes:
+        if process.alive():
+            _kill_group(process.proc.pid)
+        process.proc.wait()
+        _kill_group(process.proc.pid)  # a group outliving its leader (a pool process whose parent was killed)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # the group is gone already
+        pass
 
 
 def start_worker(log: Path, queues: str = ALL_QUEUES, concurrency: int = 2, name: str = "worker",

@@ -2,7 +2,7 @@
 
 docker-compose.yml, the Dockerfile and deploy/ cannot be started here (no Docker engine, no
 cluster), so what they promise is checked from the files themselves: the commands they run exist
-and parse with the CLI's own options, there is one beat, the training worker is alone on its queue,
+and parse with the CLI's own options, beats run where their lock works (Redis), the training worker is alone on its queue,
 no secret is written in them, compose stops at once (never crash-loops) without Flower's
 credentials, every RETRAINER_* variable is a real setting, the shell scripts parse and the
 entrypoint really waits. The API's command is started for real against the test Redis and
@@ -211,23 +211,29 @@ def test_compose_services_that_touch_the_database_wait_for_init():
             assert depends.get("init", {}).get("condition") == "service_completed_successfully", name
 
 
-def test_exactly_one_beat_in_compose():
+# Beats on Redis hold a lock (tasks/beat_lock.py): one schedules, the others stand by, so two are safe
+# and one survives the other's machine. On any other broker there is no lock and two would fire twice.
+def test_two_beats_in_compose_on_the_redis_broker():
     services = load_compose()["services"]
     beats = [name for name, cmd in compose_commands().items() if cmd[1] == "beat"]
     assert len(beats) == 1, beats
     svc = services[beats[0]]
-    assert svc.get("scale", 1) == 1
-    assert (svc.get("deploy") or {}).get("replicas", 1) == 1
+    assert svc["environment"]["RETRAINER_BROKER_URL"].startswith("redis://")
+    assert svc.get("scale", (svc.get("deploy") or {}).get("replicas", 1)) == 2
     assert option(compose_commands()[beats[0]], "--schedule-file", "-s", "-S").startswith("/data/")
 
 
-def test_exactly_one_beat_in_k8s_with_recreate():
+def test_two_beats_in_k8s_on_the_redis_broker():
     beats = [(label, doc) for label, doc, cmd in k8s_commands() if cmd[1] == "beat"]
     assert len(beats) == 1, [label for label, _ in beats]
+    config_maps = [doc for _, doc in k8s_docs() if doc["kind"] == "ConfigMap" and "retrainer.yaml" in doc.get("data", {})]
+    assert [yaml.safe_load(doc["data"]["retrainer.yaml"])["broker_url"][:8] for doc in config_maps] == ["redis://"]
     for label, doc in beats:
         assert doc["kind"] == "Deployment", label
-        assert doc["spec"].get("replicas") == 1, label  # explicit, never the default
-        assert doc["spec"].get("strategy", {}).get("type") == "Recreate", label
+        assert doc["spec"].get("replicas") == 2, label  # explicit, never the default
+        # a standby on another node, when the cluster has one
+        anti = pod_spec(doc)["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname", label
 
 
 def worker_queues(cmd: list[str]) -> list[str]:

@@ -53,7 +53,7 @@ from retrainer.db import dispose_engines, session_scope
 from retrainer.db.migrate import upgrade
 from retrainer.db.records import Observation
 from retrainer.demo import synthetic
-from retrainer.demo.processes import CeleryProcess, child_env, start_beat, write_config
+from retrainer.demo.processes import CeleryProcess, child_env, start_beat, stop_all, write_config
 from retrainer.tasks.producer import send_event
 from tests.faults.servers import PostgresServer, RedisServer, private
 from tests.support import make_settings
@@ -125,8 +125,7 @@ def beat(tmp_path: Path, own_redis: RedisServer, fault_db: str) -> Any:
         return process
 
     yield start
-    for process in started:
-        process.stop()
+    stop_all(started, timeout=0)  # as tests/conftest.py stops the workers: the test is over
 
 
 class EventStorm(threading.Thread):

@@ -38,7 +38,9 @@ def test_per_event_path_stores_every_sent_event_once_across_an_outage(
     worker = start_worker(settings, queues="events", concurrency=2)
     storm = event_storm(make_celery(settings), rate=50)
 
-    time.sleep(3)
+    # the outage hits a running pipeline: the first events are stored
+    wait_until(lambda: count(fault_db, Observation, Observation.source == "event") >= 20, timeout=30, interval=0.1,
+               what="the first stored events")
     own_postgres.stop("fast")  # open transactions are rolled back, sessions closed
     time.sleep(OUTAGE_SECONDS)
     own_postgres.start()
@@ -49,7 +51,7 @@ def test_per_event_path_stores_every_sent_event_once_across_an_outage(
     # A task that failed during the outage waits its jittered backoff (0..2**(retries+1) s) before the
     # next try: after a 10 s outage, usually under a minute.
     try:
-        wait_until(lambda: not storm.unstored(fault_db), timeout=90, interval=1, what="every sent event to be stored")
+        wait_until(lambda: not storm.unstored(fault_db), timeout=90, interval=0.25, what="every sent event to be stored")
     except TimeoutError:
         pass
     caught_up = time.monotonic() - back

@@ -166,7 +166,10 @@ def test_postgres_down_during_a_fit(settings: Settings, fault_db: str, own_postg
     send_retrain("ctr", settings=settings, via=make_celery(settings))
     victim = running_run(fault_db)
     time.sleep(1.0)  # the data is loaded; the fit runs without the database
-    own_postgres.restart(down_seconds=10, mode="fast")
+    own_postgres.stop("fast")
+    # Down until the fit has ended and its result could not be written: the task retried.
+    wait_until(lambda: "Retry in" in trainer.output(), timeout=120, interval=0.1, what="the retrain to meet the dead database")
+    own_postgres.start()
 
     wait_completed(fault_db, victim.request_id, timeout=180)
     run = assert_exactly_once(fault_db, victim.request_id, settings)
@@ -186,7 +189,8 @@ def test_postgres_down_as_a_retrain_starts(settings: Settings, fault_db: str, ow
         request_id = retrain_requests.coalesce(session, settings, "ctr", window=3).request_id
     own_postgres.stop("fast")
     send_retrain("ctr", request_id=request_id, settings=settings, via=make_celery(settings))
-    time.sleep(10)  # the task meets the dead database and retries with backoff
+    # the task meets the dead database and retries with backoff
+    wait_until(lambda: "Retry in" in trainer.output(), timeout=60, interval=0.1, what="the retrain to meet the dead database")
     own_postgres.start()
 
     wait_completed(fault_db, request_id, timeout=180)
@@ -213,6 +217,8 @@ def test_redis_restarted_during_a_retrain(settings: Settings, fault_db: str, own
 
 def test_a_lost_retrain_message_is_sent_again(settings: Settings, fault_db: str, own_redis: Any, make_celery,
                                               cluster) -> None:
+    # re-sent once 4 s past due rather than FAST_RECOVERY's 8: nothing else here could have sent it
+    settings = settings.model_copy(update={"recovery": settings.recovery.model_copy(update={"resend_after_seconds": 4})})
     send_retrain("ctr", settings=settings, via=make_celery(settings))  # the message of request 1...
     own_redis.client().flushall()  # ...lost, as by a Redis restart without persistence
     trainer, helper = cluster(settings)

@@ -97,7 +97,8 @@ def test_up_runs_worker_beat_and_api_and_stops_clean_on_ctrl_c(tmp_path: Path, s
     assert [role for role, pid in pids.items() if _alive(pid)] == []
     assert processes_in(tmp_path) == []  # nor any worker pool process
     assert f"{base}/docs" in out and "SIGINT: stopping api, beat, worker" in out
-    assert "note: no RETRAINER_API_TOKEN" not in err and TOKEN not in out + err
+    assert f"dashboard: {base}/dashboard  (its buttons ask for your RETRAINER_API_TOKEN once)" in out
+    assert "#token=" not in out and TOKEN not in out + err  # a configured token is never shown
     assert "Traceback" not in err
     logs = tmp_path / "var" / "logs"
     assert sorted(p.name for p in logs.iterdir()) == ["api.log", "beat.log", "worker.log"]
@@ -127,6 +128,15 @@ def test_a_child_that_dies_stops_the_others_and_exits_1(tmp_path: Path, sqlite_u
                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         _until("the API", lambda: _get(f"http://127.0.0.1:{port}/healthz")[0] == 200, up, 45)
+        # No RETRAINER_API_TOKEN: `up` made one for this run and shows it once, in the dashboard link's fragment
+        link = next(line for line in iter(up.stdout.readline, "") if line.startswith("dashboard: "))
+        assert link.startswith(f"dashboard: http://127.0.0.1:{port}/dashboard#token=")
+        token = link.split("#token=", 1)[1].strip()
+        pause = urllib.request.Request(f"http://127.0.0.1:{port}/retraining/stop", method="POST", data=b"{}",
+                                       headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(pause, timeout=10) as answer:
+            assert answer.status == 200 and json.loads(answer.read())["status"] == "paused"
+        assert token not in (tmp_path / "var" / "logs" / "api.log").read_text()
         (beat,) = [int(line.split(":")[0]) for line in processes_in(tmp_path) if " beat -s " in line]
         os.kill(beat, signal.SIGKILL)
         out, err = up.communicate(timeout=30)

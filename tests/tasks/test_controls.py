@@ -120,4 +120,4 @@ def test_a_model_added_to_the_file_reaches_a_running_worker(tmp_path: Path, pg_u
         assert result["status"] == "retrained", result
         assert "configuration reloaded" in worker.output() and "models added: late" in worker.output()
     finally:
-        worker.stop()
+        worker.stop(timeout=0)  # the test is over: no warm shutdown to wait out
